@@ -1,0 +1,1 @@
+"""Feature definitions from one spec, computed incrementally in the stream and vectorised over logs."""

@@ -1,0 +1,85 @@
+"""The bus interface: publish batches keyed by asset id, consume batches, commit after processing.
+
+Two implementations share this contract and one test suite (tests/test_bus_contract.py):
+:class:`ingest.inproc.InProcessBus` (embedded default) and :class:`ingest.kafka_bus.KafkaBus`.
+
+Delivery is at-least-once. A consumer's :meth:`Consumer.commit` marks everything returned by its
+polls so far as processed; a consumer of the same group that starts later resumes right after the
+last commit. Call it only once the outputs derived from those records were produced and flushed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from kafka.partitioner.default import murmur2
+
+
+class BusError(RuntimeError):
+    """The bus cannot do what was asked (e.g. the broker is unreachable). Message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed message."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int
+
+
+TopicPartition = tuple[str, int]
+RebalanceCallback = Callable[[set[TopicPartition]], None]
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2 of the key), so both buses place an asset alike."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class Producer(Protocol):
+    def send_batch(self, topic: str, messages: Iterable[tuple[bytes, bytes]]) -> None:
+        """Queue ``(key, value)`` messages; may block when the bus applies back-pressure."""
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Return once every queued message is durably on the bus; raise BusError otherwise."""
+
+    def close(self) -> None: ...
+
+
+class Consumer(Protocol):
+    def poll_batch(self, max_records: int = 1000, timeout_s: float = 0.1) -> list[Record]:
+        """Up to ``max_records`` records from the assigned partitions (empty on timeout)."""
+
+    def commit(self) -> None:
+        """Mark every record returned so far as processed, for this consumer group."""
+
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this consumer owns now."""
+
+    def close(self) -> None: ...
+
+
+class Bus(Protocol):
+    def create_topics(self, topics: Sequence[str], partitions: int) -> None:
+        """Create topics that do not exist yet, each with ``partitions`` partitions."""
+
+    def producer(self) -> Producer: ...
+
+    def consumer(
+        self,
+        topics: Sequence[str],
+        group_id: str,
+        *,
+        on_assign: RebalanceCallback | None = None,
+        on_revoke: RebalanceCallback | None = None,
+    ) -> Consumer:
+        """Join ``group_id``; partitions are split among its members. Starts at the group's
+        committed offsets, or at the beginning of a partition the group never committed."""
+
+    def close(self) -> None: ...

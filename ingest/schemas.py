@@ -1,0 +1,338 @@
+"""Message contracts (JSON on the bus, schema version 1) and their batched, validated codecs.
+
+Every message carries ``"v": 1``. Decoding is strict: a message that is not JSON, has another
+version, misses a field, carries a wrong type, a non-finite number, a signal the profile does not
+know, or a value outside the profile's plausible range is rejected with a named :class:`Reason`;
+the caller routes it to the dead-letter topic. Nothing raises out of a decode.
+
+>>> from ingest.profiles import load_profile
+>>> raw = encode(Reading(asset_id="m1", ts=10.0, values={"current_a": 12.5}))
+>>> raw
+b'{"v":1,"asset_id":"m1","ts":10.0,"values":{"current_a":12.5}}'
+>>> batch, rejects = decode_readings([raw, b"oops"], load_profile("motor"))
+>>> batch.asset_id, rejects[0].reason
+(['m1'], <Reason.NOT_JSON: 'not_json'>)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal, TypeVar
+
+import msgspec
+import numpy as np
+
+from ingest.profiles import Profile
+
+SCHEMA_VERSION = 1
+
+
+class Reason(StrEnum):
+    """Why a message was dead-lettered. Bounded set: safe as a Prometheus label."""
+
+    NOT_JSON = "not_json"
+    WRONG_VERSION = "wrong_version"
+    MISSING_FIELD = "missing_field"
+    INVALID_TYPE = "invalid_type"
+    NON_FINITE = "non_finite"
+    UNKNOWN_SIGNAL = "unknown_signal"
+    OUT_OF_RANGE = "out_of_range"
+    LATE = "late"
+
+
+class _Message(msgspec.Struct, kw_only=True, omit_defaults=False):
+    v: int = SCHEMA_VERSION
+
+
+class Reading(_Message, kw_only=True):
+    """One sample of an asset's signals. Key: asset id. ``ts``: event time (epoch s, or cycle)."""
+
+    asset_id: str
+    ts: float
+    values: dict[str, float]
+
+
+class Features(_Message, kw_only=True):
+    """Feature vector of an asset at event time ``ts``. ``stale``: the asset went silent."""
+
+    asset_id: str
+    ts: float
+    features: dict[str, float]
+    stale: bool = False
+
+
+class Driver(msgspec.Struct, kw_only=True):
+    """A feature behind a risk: its value now and the asset's healthy baseline for it."""
+
+    feature: str
+    value: float
+    baseline: float
+    contribution: float
+
+
+class Score(_Message, kw_only=True):
+    """Risk of failure within the profile's horizon, and remaining useful life (``rul_unit``)."""
+
+    asset_id: str
+    ts: float
+    risk: float
+    rul: float
+    rul_unit: str
+    model_version: str
+
+
+class Alert(_Message, kw_only=True):
+    """An operator alert. ``alert_id`` is deterministic: the same input stream gives the same ids."""
+
+    alert_id: str
+    asset_id: str
+    ts: float
+    state: Literal["raised", "updated", "cleared"]
+    priority: Literal["low", "medium", "high"]
+    kind: Literal["risk", "no_data", "flood"] = "risk"
+    risk: float
+    rul: float
+    rul_unit: str
+    drivers: list[Driver] = []
+    model_version: str
+
+
+class MaintenanceJob(_Message, kw_only=True):
+    """A planned maintenance job. ``fits`` is False when no crew slot precedes the deadline."""
+
+    job_id: str
+    asset_id: str
+    planned_ts: float
+    deadline_ts: float
+    priority: Literal["low", "medium", "high"]
+    risk: float
+    fits: bool
+    model_version: str
+
+
+class MaintenanceEvent(_Message, kw_only=True):
+    """Maintenance performed on an asset (restores its health)."""
+
+    asset_id: str
+    ts: float
+    action: str = "repair"
+
+
+class DeadLetter(_Message, kw_only=True):
+    """A rejected message: where it came from, why, and its original bytes (base64 in JSON)."""
+
+    topic: str
+    partition: int
+    offset: int
+    reason: Reason
+    detail: str = ""
+    raw: bytes
+
+
+M = TypeVar("M", bound=_Message)
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    """One message as JSON bytes."""
+    return _encoder.encode(message)
+
+
+def encode_many(messages: Sequence[msgspec.Struct]) -> list[bytes]:
+    """Messages as JSON bytes, one each."""
+    enc = _encoder.encode
+    return [enc(m) for m in messages]
+
+
+def _strict(cls: type[M]) -> type[msgspec.Struct]:
+    """The decode twin of a message type: same fields, but ``v`` is required."""
+    fields = [
+        (f.name, f.type) if f.name == "v" or f.required else (f.name, f.type, f.default)
+        for f in msgspec.structs.fields(cls)
+    ]
+    return msgspec.defstruct(f"{cls.__name__}In", fields, kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Message ``index`` of a decoded batch was rejected for ``reason``."""
+
+    index: int
+    reason: Reason
+    detail: str
+
+
+def _classify(raw: bytes, exc: Exception) -> tuple[Reason, str]:
+    text = str(exc)
+    if isinstance(exc, msgspec.DecodeError) and not isinstance(exc, msgspec.ValidationError):
+        try:  # Python's json writes NaN/Infinity: valid to it, but non-finite to us.
+            json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return Reason.NOT_JSON, text
+        return Reason.NON_FINITE, text
+    if "missing required field" in text:
+        return Reason.MISSING_FIELD, text
+    if "got `null`" in text or "Number out of range" in text:
+        return Reason.NON_FINITE, text
+    return Reason.INVALID_TYPE, text
+
+
+class _Codec:
+    """Batch decoder for one message type: one C call for a clean batch, per message otherwise."""
+
+    def __init__(self, cls: type[M]) -> None:
+        self.cls = cls
+        self.strict = _strict(cls)
+        self.one = msgspec.json.Decoder(self.strict)
+        self.many = msgspec.json.Decoder(list[self.strict])
+
+    def decode(self, raws: Sequence[bytes]) -> tuple[list[tuple[int, msgspec.Struct]], list[Rejection]]:
+        try:
+            # A clean batch (the common case) decodes in one call over a JSON array.
+            items = self.many.decode(b"[" + b",".join(raws) + b"]") if raws else []
+            if len(items) == len(raws):
+                pairs = list(enumerate(items))
+                return self._check_versions(pairs)
+        except msgspec.DecodeError:
+            pass
+        pairs, rejects = [], []
+        for i, raw in enumerate(raws):
+            try:
+                pairs.append((i, self.one.decode(raw)))
+            except msgspec.DecodeError as exc:
+                reason, detail = _classify(raw, exc)
+                rejects.append(Rejection(i, reason, detail))
+        ok, bad_version = self._check_versions(pairs)
+        return ok, sorted(rejects + bad_version, key=lambda r: r.index)
+
+    @staticmethod
+    def _check_versions(pairs):
+        ok = [(i, m) for i, m in pairs if m.v == SCHEMA_VERSION]
+        if len(ok) == len(pairs):
+            return pairs, []
+        bad = [
+            Rejection(i, Reason.WRONG_VERSION, f"schema version {m.v}, expected {SCHEMA_VERSION}")
+            for i, m in pairs
+            if m.v != SCHEMA_VERSION
+        ]
+        return ok, bad
+
+
+_CODECS: dict[type, _Codec] = {}
+
+
+def decode_many(raws: Sequence[bytes], cls: type[M]) -> tuple[list[tuple[int, msgspec.Struct]], list[Rejection]]:
+    """Decode a batch of ``cls`` messages: ``([(index, message)], [rejection])``.
+
+    Messages come back as ``cls``'s decode twin (same fields and attribute names)."""
+    codec = _CODECS.get(cls)
+    if codec is None:
+        codec = _CODECS[cls] = _Codec(cls)
+    return codec.decode(raws)
+
+
+@dataclass(slots=True)
+class ReadingBatch:
+    """Readings in columns: the form every stage computes on.
+
+    ``values[i, j]`` is signal ``signals[j]`` of reading ``i``; NaN where that reading lacks it.
+    ``index[i]`` is the reading's position in the batch it was decoded from.
+    """
+
+    signals: tuple[str, ...]
+    asset_id: list[str]
+    ts: np.ndarray
+    values: np.ndarray
+    index: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.asset_id)
+
+    @classmethod
+    def empty(cls, signals: Sequence[str]) -> ReadingBatch:
+        return cls(tuple(signals), [], np.empty(0), np.empty((0, len(signals))), np.empty(0, dtype=np.int64))
+
+    def take(self, rows: np.ndarray | Sequence[int]) -> ReadingBatch:
+        """The sub-batch of the given row positions (a boolean mask or integer positions)."""
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        return ReadingBatch(
+            self.signals,
+            [self.asset_id[i] for i in rows],
+            self.ts[rows],
+            self.values[rows],
+            self.index[rows],
+        )
+
+    def readings(self) -> list[Reading]:
+        """Back to messages (missing signals omitted)."""
+        out = []
+        for aid, ts, row in zip(self.asset_id, self.ts.tolist(), self.values.tolist(), strict=True):
+            vals = {s: v for s, v in zip(self.signals, row, strict=True) if not math.isnan(v)}
+            out.append(Reading(asset_id=aid, ts=ts, values=vals))
+        return out
+
+
+def encode_readings(batch: ReadingBatch) -> list[tuple[bytes, bytes]]:
+    """A columnar batch as ``(key, value)`` messages for the bus, keyed by asset id."""
+    enc = _encoder.encode
+    return [(r.asset_id.encode(), enc(r)) for r in batch.readings()]
+
+
+def decode_readings(raws: Sequence[bytes], profile: Profile) -> tuple[ReadingBatch, list[Rejection]]:
+    """Decode and validate readings against ``profile`` into one columnar batch.
+
+    Every input is either a row of the batch (``batch.index``) or a :class:`Rejection`.
+    """
+    pairs, rejects = decode_many(raws, Reading)
+    col = profile.signal_index
+    k = len(col)
+    n = len(pairs)
+    values = np.full((n, k), np.nan)
+    ts = np.empty(n)
+    asset_id: list[str] = []
+    index = np.empty(n, dtype=np.int64)
+    keep = np.ones(n, dtype=bool)
+    for row, (i, m) in enumerate(pairs):
+        index[row] = i
+        ts[row] = m.ts
+        asset_id.append(m.asset_id)
+        for name, value in m.values.items():
+            j = col.get(name)
+            if j is None:
+                keep[row] = False
+                rejects.append(Rejection(i, Reason.UNKNOWN_SIGNAL, f"signal {name!r} not in profile {profile.name}"))
+                break
+            values[row, j] = value
+    # Vectorised checks over the whole batch.
+    finite = np.isfinite(ts)
+    bad = keep & ~finite
+    for row in np.flatnonzero(bad):
+        rejects.append(Rejection(int(index[row]), Reason.NON_FINITE, "ts is not finite"))
+    keep &= finite
+    with np.errstate(invalid="ignore"):
+        low = values < profile.lower
+        high = values > profile.upper
+    out = keep & (low | high).any(axis=1)
+    names = profile.signal_names
+    for row in np.flatnonzero(out):
+        j = int(np.flatnonzero(low[row] | high[row])[0])
+        rejects.append(
+            Rejection(
+                int(index[row]),
+                Reason.OUT_OF_RANGE,
+                f"{names[j]}={values[row, j]!r} outside [{profile.lower[j]}, {profile.upper[j]}]",
+            )
+        )
+    keep &= ~out
+    batch = ReadingBatch(profile.signal_names, asset_id, ts, values, index)
+    if not keep.all():
+        batch = batch.take(keep)
+    rejects.sort(key=lambda r: r.index)
+    return batch, rejects

@@ -1,0 +1,1 @@
+"""Labels, asset-wise splits, RF + LSTM training, ensemble and calibration, evaluation, registry."""

@@ -1,0 +1,1 @@
+"""One module per ``motorwatch`` subcommand, each exposing a click command named ``cli``."""

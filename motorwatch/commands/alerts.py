@@ -1,0 +1,5 @@
+"""`motorwatch alerts`."""
+
+from motorwatch.commands._pending import pending
+
+cli = pending("alerts", "issue 6, scorer")

@@ -1,0 +1,5 @@
+"""`motorwatch features`."""
+
+from motorwatch.commands._pending import pending
+
+cli = pending("features", "issue 4, feature worker")

@@ -1,0 +1,5 @@
+"""`motorwatch replay`."""
+
+from motorwatch.commands._pending import pending
+
+cli = pending("replay", "issue 7, replay")

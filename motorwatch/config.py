@@ -1,0 +1,76 @@
+"""Shared configuration: which bus, which profile, where the model registry lives.
+
+Options shared by several commands are defined once here as click decorators.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import click
+
+DEFAULT_PARTITIONS = 6
+
+
+@dataclass(frozen=True, slots=True)
+class BusConfig:
+    """``inproc``: the embedded in-process bus. ``kafka``: a real broker at ``bootstrap``."""
+
+    kind: Literal["inproc", "kafka"] = "inproc"
+    bootstrap: str | None = None
+    partitions: int = DEFAULT_PARTITIONS
+
+    def build(self):  # -> ingest.bus.Bus (imported lazily: the Kafka client is not always needed)
+        if self.kind == "kafka":
+            from ingest.kafka_bus import KafkaBus
+
+            if not self.bootstrap:
+                raise click.UsageError("--bus kafka needs --bootstrap HOST:PORT (or MOTORWATCH_BOOTSTRAP)")
+            return KafkaBus(self.bootstrap)
+        from ingest.inproc import InProcessBus
+
+        return InProcessBus()
+
+
+def bus_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--bus``, ``--bootstrap`` and ``--partitions``; pass one ``bus: BusConfig``."""
+
+    @click.option("--bus", "bus_kind", type=click.Choice(["inproc", "kafka"]), default=None,
+                  help="Transport (default: kafka when --bootstrap is given, else inproc).")
+    @click.option("--bootstrap", envvar="MOTORWATCH_BOOTSTRAP", default=None, metavar="HOST:PORT",
+                  help="Kafka bootstrap server [env MOTORWATCH_BOOTSTRAP].")
+    @click.option("--partitions", type=int, default=DEFAULT_PARTITIONS, show_default=True,
+                  help="Partitions per topic when topics are created.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, bus_kind: str | None, bootstrap: str | None, partitions: int, **kwargs: Any) -> Any:
+        kind = bus_kind or ("kafka" if bootstrap else "inproc")
+        return func(*args, bus=BusConfig(kind=kind, bootstrap=bootstrap, partitions=partitions), **kwargs)
+
+    return wrapper
+
+
+def default_registry() -> Path:
+    """``$MOTORWATCH_REGISTRY``, else the per-user data dir (``$XDG_DATA_HOME/motorwatch/registry``)."""
+    env = os.environ.get("MOTORWATCH_REGISTRY")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "motorwatch" / "registry"
+
+
+def registry_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--registry DIR`` (the model registry)."""
+    return click.option("--registry", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help="Model registry dir [env MOTORWATCH_REGISTRY; default ~/.local/share/motorwatch/registry].",
+                        callback=lambda ctx, p, v: v or default_registry())(func)
+
+
+def profile_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--profile NAME|PATH`` (default ``motor``)."""
+    return click.option("--profile", default="motor", show_default=True,
+                        help="Asset profile: a shipped name (motor, cmapss) or a TOML path.")(func)

@@ -1,0 +1,1 @@
+"""The scorer worker: batched inference, alert policy, maintenance schedule, Prometheus metrics."""

@@ -1,0 +1,1 @@
+"""A fleet of motors that degrade, fail and get repaired, with sensor faults and ground truth."""
