@@ -1,0 +1,237 @@
+"""Alert policy in the spirit of ISA-18.2: few, actionable, deduplicated alerts.
+
+Pure logic, no bus and no clock: scores go in (in stream order), alert transitions come out.
+
+- Raise: ``risk >= on_risk`` or ``rul < on_rul`` for ``on_delay`` consecutive scores of an asset.
+- Hysteresis: an active alert clears only when ``risk < off_risk`` and ``rul >= off_rul``, or when
+  maintenance is recorded for the asset.
+- One active alert per asset; ``updated`` only when its priority (or kind) changes. Escalation is
+  immediate, de-escalation needs ``on_delay`` consecutive scores at the lower priority (no chatter).
+- A ``stale`` features message (the asset went silent) raises a ``no_data`` alert, or turns the
+  asset's active alert into one; the next fresh score turns it back into a risk alert or clears it.
+- ``alert_id`` is a hash of the asset, the event time of the score that raised it and the model
+  version: the same stream gives the same ids, so redelivery never makes a new alert.
+- Flood: when the fleet raises more than ``flood_limit`` alerts within ``flood_window`` of event
+  time, one ``kind="flood"`` summary alert is raised and further raises are suppressed (kept active,
+  not published) until the window drains; then the flood clears and the still-active suppressed
+  alerts are published.
+
+>>> from scoring.config import AlertConfig
+>>> policy = AlertPolicy(AlertConfig(on_delay=2), rul_unit="h")
+>>> [a.state for _, a in policy.observe(["m1"], [1.0], [0.9], [100.0], [False], "v1")]
+[]
+>>> [(a.state, a.priority) for _, a in policy.observe(["m1"], [2.0], [0.9], [100.0], [False], "v1")]
+[('raised', 'high')]
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import msgspec
+
+from ingest.schemas import Alert
+from scoring.config import PRIORITIES, AlertConfig
+
+FLEET = "fleet"  # asset_id of flood summary alerts
+
+
+def alert_id(asset_id: str, ts: float, model_version: str, kind: str = "risk") -> str:
+    """Deterministic id of the alert raised for ``asset_id`` by the score at event time ``ts``."""
+    key = f"{kind}|{asset_id}|{float(ts)!r}|{model_version}".encode()
+    return hashlib.blake2b(key, digest_size=10).hexdigest()
+
+
+@dataclass(slots=True)
+class ActiveAlert:
+    """An asset's alert state: consecutive scores beyond the on-thresholds, and its open alert if any."""
+
+    above: int = 0
+    alert_id: str | None = None
+    raised_ts: float = 0.0
+    priority: int = 0  # index into PRIORITIES
+    kind: str = "risk"
+    lower: int = 0  # consecutive scores at a lower priority (de-escalation delay)
+    suppressed: bool = False  # raised during a flood, not published yet
+    ts: float = 0.0
+    risk: float = 0.0
+    rul: float = 0.0
+    model_version: str = ""
+
+
+Transition = tuple[int, Alert]  # (row of the input batch, or -1 when no row caused it; the alert)
+
+
+class AlertPolicy:
+    """Per-asset alert state machines plus fleet-wide flood protection. See the module docstring."""
+
+    def __init__(self, config: AlertConfig, rul_unit: str) -> None:
+        self.config = config
+        self.rul_unit = rul_unit
+        self.assets: dict[str, ActiveAlert] = {}
+        self._raises: list[float] = []  # event times of recent raises (flood window)
+        self._watermark = float("-inf")
+        self.flood: Alert | None = None
+        self.suppressed_total = 0
+        self.floods_total = 0
+
+    # -- public API -------------------------------------------------------------------------------------------
+
+    def observe(
+        self,
+        asset_ids: Sequence[str],
+        ts: Sequence[float],
+        risk: Sequence[float],
+        rul: Sequence[float],
+        stale: Sequence[bool],
+        model_version: str,
+    ) -> list[Transition]:
+        """Feed scores in stream order; return the alert transitions they cause.
+
+        For a stale row, ``risk``/``rul`` are the asset's last scored values (reported in the alert)."""
+        cfg = self.config
+        out: list[Transition] = []
+        ts_l, risk_l, rul_l, stale_l = _floats(ts), _floats(risk), _floats(rul), list(map(bool, stale))
+        assets = self.assets
+        for i, aid in enumerate(asset_ids):
+            t, r, u = ts_l[i], risk_l[i], rul_l[i]
+            st = assets.get(aid)
+            if stale_l[i]:
+                if st is None:
+                    st = assets[aid] = ActiveAlert()
+                self._no_data(i, aid, st, t, r, u, model_version, out)
+                continue
+            on = r >= cfg.on_risk or u < cfg.on_rul
+            if st is None:
+                if not on:
+                    continue
+                st = assets[aid] = ActiveAlert()
+            st.ts, st.risk, st.rul, st.model_version = t, r, u, model_version
+            if st.alert_id is None:
+                if not on:
+                    del assets[aid]
+                    continue
+                st.above += 1
+                if st.above >= cfg.on_delay:
+                    self._raise(i, aid, st, "risk", self._priority(r, u), out)
+                continue
+            if r < cfg.off_risk and u >= cfg.off_rul:
+                self._clear(i, aid, st, out)
+                continue
+            p = self._priority(r, u)
+            if st.kind == "no_data":  # data is back: it is a risk alert again
+                st.kind, st.priority, st.lower = "risk", p, 0
+                self._emit(i, aid, st, "updated", out)
+            elif p > st.priority:
+                st.priority, st.lower = p, 0
+                self._emit(i, aid, st, "updated", out)
+            elif p < st.priority:
+                st.lower += 1
+                if st.lower >= cfg.on_delay:
+                    st.priority, st.lower = p, 0
+                    self._emit(i, aid, st, "updated", out)
+            else:
+                st.lower = 0
+        if ts_l:
+            self._watermark = max(self._watermark, max(ts_l))
+        self._check_flood_end(out)
+        return out
+
+    def maintenance(self, asset_id: str, ts: float, model_version: str) -> list[Transition]:
+        """Maintenance was recorded for ``asset_id``: clear its alert and restart its on-delay."""
+        st = self.assets.get(asset_id)
+        if st is None:
+            return []
+        out: list[Transition] = []
+        if st.alert_id is None:
+            del self.assets[asset_id]
+        else:
+            st.ts, st.model_version = float(ts), model_version
+            self._clear(-1, asset_id, st, out)
+        return out
+
+    def active(self) -> dict[str, ActiveAlert]:
+        """Assets with an open alert (published or suppressed by a flood)."""
+        return {a: st for a, st in self.assets.items() if st.alert_id is not None}
+
+    # -- transitions ------------------------------------------------------------------------------------------
+
+    def _priority(self, risk: float, rul: float) -> int:
+        cfg = self.config
+        if risk >= cfg.high_risk or rul < cfg.high_rul:
+            return 2
+        if risk >= cfg.medium_risk or rul < cfg.medium_rul:
+            return 1
+        return 0
+
+    def _no_data(self, i: int, aid: str, st: ActiveAlert, t: float, r: float, u: float, version: str,
+                 out: list[Transition]) -> None:
+        st.ts, st.risk, st.rul, st.model_version = t, r, u, version
+        st.above, st.lower = 0, 0
+        p = PRIORITIES.index(self.config.no_data_priority)
+        if st.alert_id is None:
+            self._raise(i, aid, st, "no_data", p, out)
+        elif st.kind != "no_data":
+            st.kind, st.priority = "no_data", max(st.priority, p)
+            self._emit(i, aid, st, "updated", out)
+
+    def _raise(self, i: int, aid: str, st: ActiveAlert, kind: str, priority: int, out: list[Transition]) -> None:
+        st.alert_id = alert_id(aid, st.ts, st.model_version, kind)
+        st.raised_ts, st.kind, st.priority, st.above, st.lower = st.ts, kind, priority, 0, 0
+        self._raises.append(st.ts)
+        self._watermark = max(self._watermark, st.ts)
+        cutoff = self._watermark - self.config.flood_window
+        self._raises = [x for x in self._raises if x > cutoff]
+        if len(self._raises) > self.config.flood_limit:
+            st.suppressed = True
+            self.suppressed_total += 1
+            if self.flood is None:
+                self.floods_total += 1
+                self.flood = self._flood_alert(st, "raised")
+                out.append((i, self.flood))
+            return
+        st.suppressed = False
+        self._emit(i, aid, st, "raised", out)
+
+    def _clear(self, i: int, aid: str, st: ActiveAlert, out: list[Transition]) -> None:
+        if not st.suppressed:
+            self._emit(i, aid, st, "cleared", out)
+        del self.assets[aid]
+
+    def _emit(self, i: int, aid: str, st: ActiveAlert, state: str, out: list[Transition]) -> None:
+        if st.suppressed:
+            return
+        assert st.alert_id is not None
+        out.append((i, Alert(
+            alert_id=st.alert_id, asset_id=aid, ts=st.ts, state=state, priority=PRIORITIES[st.priority],
+            kind=st.kind, risk=st.risk, rul=st.rul, rul_unit=self.rul_unit, model_version=st.model_version,
+        )))
+
+    def _flood_alert(self, st: ActiveAlert, state: str) -> Alert:
+        return Alert(
+            alert_id=alert_id(FLEET, st.ts, st.model_version, "flood"), asset_id=FLEET, ts=st.ts, state=state,
+            priority="high", kind="flood", risk=st.risk, rul=st.rul, rul_unit=self.rul_unit,
+            model_version=st.model_version,
+        )
+
+    def _check_flood_end(self, out: list[Transition]) -> None:
+        if self.flood is None:
+            return
+        cutoff = self._watermark - self.config.flood_window
+        self._raises = [x for x in self._raises if x > cutoff]
+        if len(self._raises) > self.config.flood_limit:
+            return
+        flood = self.flood
+        self.flood = None
+        out.append((-1, msgspec.structs.replace(flood, state="cleared", ts=self._watermark)))
+        for aid, st in self.assets.items():  # publish what the flood held back, in raise order
+            if st.suppressed and st.alert_id is not None:
+                st.suppressed = False
+                self._emit(-1, aid, st, "raised", out)
+
+
+def _floats(xs: Sequence[float]) -> list[float]:
+    tolist = getattr(xs, "tolist", None)
+    return [float(x) for x in (tolist() if tolist else xs)]
