@@ -34,13 +34,14 @@ def rul_to_time(profile: Profile) -> float:
         return _SECONDS[profile.rul_unit] / _SECONDS[profile.time_unit]
     except KeyError:
         raise ValueError(
-            f"profile {profile.name}: cannot convert rul_unit {profile.rul_unit!r} to time_unit {profile.time_unit!r}"
+            f"profile {profile.name}: cannot convert rul_unit {profile.rul_unit!r} "
+            f"to time_unit {profile.time_unit!r}"
         ) from None
 
 
 @dataclass(frozen=True, slots=True)
 class AlertConfig:
-    """Alert policy and scheduler settings (see the ``[alerts]`` section of ``ingest/profiles/motor.toml``)."""
+    """Alert policy and scheduler settings (see ``[alerts]`` in ``ingest/profiles/motor.toml``)."""
 
     on_risk: float = 0.7
     off_risk: float = 0.5
@@ -59,12 +60,19 @@ class AlertConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.off_risk < self.on_risk <= 1.0:
-            raise ValueError(f"[alerts] needs 0 <= off_risk < on_risk <= 1, got {self.off_risk}, {self.on_risk}")
+            raise ValueError(
+                f"[alerts] needs 0 <= off_risk < on_risk <= 1, got {self.off_risk}, {self.on_risk}"
+            )
         if not self.on_rul < self.off_rul:
             raise ValueError(f"[alerts] needs on_rul < off_rul, got {self.on_rul}, {self.off_rul}")
-        if not (self.on_risk <= self.medium_risk <= self.high_risk and self.high_rul <= self.medium_rul <= self.on_rul):
-            raise ValueError("[alerts] priorities must nest: on_risk <= medium_risk <= high_risk, "
-                             "high_rul <= medium_rul <= on_rul")
+        if not (
+            self.on_risk <= self.medium_risk <= self.high_risk
+            and self.high_rul <= self.medium_rul <= self.on_rul
+        ):
+            raise ValueError(
+                "[alerts] priorities must nest: on_risk <= medium_risk <= high_risk, "
+                "high_rul <= medium_rul <= on_rul"
+            )
         if self.on_delay < 1 or self.flood_limit < 1 or self.crew_capacity < 1:
             raise ValueError("[alerts] on_delay, flood_limit and crew_capacity must be >= 1")
         if self.flood_window <= 0 or self.shift_length <= 0:

@@ -77,8 +77,6 @@ class AlertPolicy:
         self.suppressed_total = 0
         self.floods_total = 0
 
-    # -- public API -------------------------------------------------------------------------------------------
-
     def observe(
         self,
         asset_ids: Sequence[str],
@@ -156,8 +154,6 @@ class AlertPolicy:
         """Assets with an open alert (published or suppressed by a flood)."""
         return {a: st for a, st in self.assets.items() if st.alert_id is not None}
 
-    # -- transitions ------------------------------------------------------------------------------------------
-
     def _priority(self, risk: float, rul: float) -> int:
         cfg = self.config
         if risk >= cfg.high_risk or rul < cfg.high_rul:
@@ -166,8 +162,17 @@ class AlertPolicy:
             return 1
         return 0
 
-    def _no_data(self, i: int, aid: str, st: ActiveAlert, t: float, r: float, u: float, version: str,
-                 out: list[Transition]) -> None:
+    def _no_data(
+        self,
+        i: int,
+        aid: str,
+        st: ActiveAlert,
+        t: float,
+        r: float,
+        u: float,
+        version: str,
+        out: list[Transition],
+    ) -> None:
         st.ts, st.risk, st.rul, st.model_version = t, r, u, version
         st.above, st.lower = 0, 0
         p = PRIORITIES.index(self.config.no_data_priority)
@@ -177,7 +182,9 @@ class AlertPolicy:
             st.kind, st.priority = "no_data", max(st.priority, p)
             self._emit(i, aid, st, "updated", out)
 
-    def _raise(self, i: int, aid: str, st: ActiveAlert, kind: str, priority: int, out: list[Transition]) -> None:
+    def _raise(
+        self, i: int, aid: str, st: ActiveAlert, kind: str, priority: int, out: list[Transition]
+    ) -> None:
         st.alert_id = alert_id(aid, st.ts, st.model_version, kind)
         st.raised_ts, st.kind, st.priority, st.above, st.lower = st.ts, kind, priority, 0, 0
         self._raises.append(st.ts)
@@ -204,15 +211,35 @@ class AlertPolicy:
         if st.suppressed:
             return
         assert st.alert_id is not None
-        out.append((i, Alert(
-            alert_id=st.alert_id, asset_id=aid, ts=st.ts, state=state, priority=PRIORITIES[st.priority],
-            kind=st.kind, risk=st.risk, rul=st.rul, rul_unit=self.rul_unit, model_version=st.model_version,
-        )))
+        out.append(
+            (
+                i,
+                Alert(
+                    alert_id=st.alert_id,
+                    asset_id=aid,
+                    ts=st.ts,
+                    state=state,
+                    priority=PRIORITIES[st.priority],
+                    kind=st.kind,
+                    risk=st.risk,
+                    rul=st.rul,
+                    rul_unit=self.rul_unit,
+                    model_version=st.model_version,
+                ),
+            )
+        )
 
     def _flood_alert(self, st: ActiveAlert, state: str) -> Alert:
         return Alert(
-            alert_id=alert_id(FLEET, st.ts, st.model_version, "flood"), asset_id=FLEET, ts=st.ts, state=state,
-            priority="high", kind="flood", risk=st.risk, rul=st.rul, rul_unit=self.rul_unit,
+            alert_id=alert_id(FLEET, st.ts, st.model_version, "flood"),
+            asset_id=FLEET,
+            ts=st.ts,
+            state=state,
+            priority="high",
+            kind="flood",
+            risk=st.risk,
+            rul=st.rul,
+            rul_unit=self.rul_unit,
             model_version=st.model_version,
         )
 

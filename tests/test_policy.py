@@ -8,15 +8,32 @@ from ingest.profiles import load_profile
 from scoring.config import AlertConfig
 from scoring.policy import FLEET, AlertPolicy
 
-CFG = AlertConfig(on_risk=0.7, off_risk=0.5, on_rul=48, off_rul=72, on_delay=3, high_risk=0.85, high_rul=24,
-                  medium_risk=0.75, medium_rul=36, flood_limit=3, flood_window=600)
+CFG = AlertConfig(
+    on_risk=0.7,
+    off_risk=0.5,
+    on_rul=48,
+    off_rul=72,
+    on_delay=3,
+    high_risk=0.85,
+    high_rul=24,
+    medium_risk=0.75,
+    medium_rul=36,
+    flood_limit=3,
+    flood_window=600,
+)
 
 
 def feed(policy: AlertPolicy, rows: list[tuple], version: str = "v1") -> list:
     """rows: (asset, ts, risk, rul[, stale]) -> the alerts, as (state, asset, priority, kind)."""
     ids = [r[0] for r in rows]
-    out = policy.observe(ids, [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows],
-                         [r[4] if len(r) > 4 else False for r in rows], version)
+    out = policy.observe(
+        ids,
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [r[3] for r in rows],
+        [r[4] if len(r) > 4 else False for r in rows],
+        version,
+    )
     return [a for _, a in out]
 
 
@@ -104,14 +121,18 @@ def test_flood_raises_one_summary_suppresses_then_releases():
     rows = [(f"m{j}", 100 + j, 0.9, 100) for j in range(6) for _ in range(3)]
     alerts = feed(p, rows)
     assert brief(alerts) == [("raised", f"m{j}", "high", "risk") for j in range(3)] + [
-        ("raised", FLEET, "high", "flood")]
+        ("raised", FLEET, "high", "flood")
+    ]
     assert p.suppressed_total == 3 and p.floods_total == 1 and len(p.active()) == 6
     # Suppressed alerts that clear during the flood never page.
     assert feed(p, [("m5", 200, 0.1, 500)]) == []
     # Event time moves past the window: the flood clears; still-active suppressed alerts are published.
     later = feed(p, [("m0", 800, 0.9, 100)])
-    assert brief(later) == [("cleared", FLEET, "high", "flood"), ("raised", "m3", "high", "risk"),
-                            ("raised", "m4", "high", "risk")]
+    assert brief(later) == [
+        ("cleared", FLEET, "high", "flood"),
+        ("raised", "m3", "high", "risk"),
+        ("raised", "m4", "high", "risk"),
+    ]
     assert p.flood is None
 
 

@@ -1,0 +1,44 @@
+"""Per-asset LSTM sequence state against a brute-force reference (lists per asset)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scoring.sequences import SequenceStore
+
+
+def reference_window(history: list[np.ndarray], seq_len: int) -> np.ndarray:
+    w = history[-seq_len:]
+    return np.array([w[0]] * (seq_len - len(w)) + w)
+
+
+def test_sequences_match_brute_force_with_repeats_growth_and_redelivery():
+    rng = np.random.default_rng(7)
+    seq_len, n_features = 5, 3
+    store = SequenceStore(seq_len, n_features, capacity=2)  # grows several times
+    history: dict[str, list[np.ndarray]] = {}
+    clock: dict[str, int] = {}
+    for _ in range(150):
+        n = int(rng.integers(0, 40))
+        ids = [f"a{rng.integers(0, 9)}" for _ in range(n)]  # an asset often repeats within a batch
+        ts = []
+        for a in ids:
+            clock[a] = clock.get(a, 0) + 1
+            ts.append(clock[a])
+        x = rng.normal(size=(n, n_features)).astype(np.float32)
+        seq, keep = store.push(ids, np.array(ts, dtype=float), x)
+        assert keep.all() and seq.shape == (n, seq_len, n_features)
+        for i, a in enumerate(ids):
+            history.setdefault(a, []).append(x[i])
+            np.testing.assert_array_equal(seq[i], reference_window(history[a], seq_len))
+        # The same batch delivered again changes nothing and scores nothing.
+        again, keep = store.push(ids, np.array(ts, dtype=float), x)
+        assert not keep.any() and len(again) == 0
+    for a, h in history.items():
+        np.testing.assert_array_equal(store.latest([a])[0], h[-1])
+
+
+def test_rows_not_newer_than_the_previous_row_of_their_asset_are_dropped():
+    store = SequenceStore(2, 1)
+    _, keep = store.push(["a", "a", "b", "a"], np.array([1.0, 1.0, 5.0, 0.5]), np.ones((4, 1), np.float32))
+    assert keep.tolist() == [True, False, True, False]
