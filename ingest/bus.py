@@ -21,9 +21,10 @@ class BusError(RuntimeError):
     """The bus cannot do what was asked (e.g. the broker is unreachable). Message says why."""
 
 
-class Record(msgspec.Struct, frozen=True):
+class Record(msgspec.Struct, frozen=True, gc=False):
     """One consumed message. A frozen msgspec struct: building one costs ~0.4 µs here against
-    ~3.6 µs for a frozen dataclass, which capped any bus below 300k records/s on consume."""
+    ~3.6 µs for a frozen dataclass, which capped any bus below 300k records/s on consume.
+    ``gc=False``: its fields (str, int, bytes) cannot form cycles, so the collector skips it."""
 
     topic: str
     partition: int
