@@ -34,7 +34,7 @@ class BusConfig:
             return KafkaBus(self.bootstrap)
         from ingest.inproc import InProcessBus
 
-        return InProcessBus()
+        return InProcessBus(partitions=self.partitions)
 
 
 def bus_options(func: Callable[..., Any]) -> Callable[..., Any]:
