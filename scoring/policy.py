@@ -15,6 +15,8 @@ Pure logic, no bus and no clock: scores go in (in stream order), alert transitio
   time, one ``kind="flood"`` summary alert is raised and further raises are suppressed (kept active,
   not published) until the window drains; then the flood clears and the still-active suppressed
   alerts are published.
+- Maintenance travels on its own topic, so a score computed before a repair may arrive after it:
+  scores not newer than the asset's latest maintenance are ignored.
 
 >>> from scoring.config import AlertConfig
 >>> policy = AlertPolicy(AlertConfig(on_delay=2), rul_unit="h")
@@ -29,6 +31,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from math import inf
 
 import msgspec
 
@@ -71,8 +74,9 @@ class AlertPolicy:
         self.config = config
         self.rul_unit = rul_unit
         self.assets: dict[str, ActiveAlert] = {}
+        self.maintained: dict[str, float] = {}  # event time of each asset's latest maintenance
         self._raises: list[float] = []  # event times of recent raises (flood window)
-        self._watermark = float("-inf")
+        self.watermark = float("-inf")
         self.flood: Alert | None = None
         self.suppressed_total = 0
         self.floods_total = 0
@@ -92,9 +96,11 @@ class AlertPolicy:
         cfg = self.config
         out: list[Transition] = []
         ts_l, risk_l, rul_l, stale_l = _floats(ts), _floats(risk), _floats(rul), list(map(bool, stale))
-        assets = self.assets
+        assets, maintained = self.assets, self.maintained
         for i, aid in enumerate(asset_ids):
             t, r, u = ts_l[i], risk_l[i], rul_l[i]
+            if maintained and t <= maintained.get(aid, -inf):
+                continue  # scored before the repair, delivered after it: says nothing about now
             st = assets.get(aid)
             if stale_l[i]:
                 if st is None:
@@ -133,12 +139,14 @@ class AlertPolicy:
             else:
                 st.lower = 0
         if ts_l:
-            self._watermark = max(self._watermark, max(ts_l))
+            self.watermark = max(self.watermark, max(ts_l))
         self._check_flood_end(out)
         return out
 
     def maintenance(self, asset_id: str, ts: float, model_version: str) -> list[Transition]:
-        """Maintenance was recorded for ``asset_id``: clear its alert and restart its on-delay."""
+        """Maintenance was recorded for ``asset_id`` at ``ts``: clear its alert, restart its on-delay,
+        and ignore its scores of event time up to ``ts`` that are still to come (cross-topic delay)."""
+        self.maintained[asset_id] = max(float(ts), self.maintained.get(asset_id, -inf))
         st = self.assets.get(asset_id)
         if st is None:
             return []
@@ -188,8 +196,8 @@ class AlertPolicy:
         st.alert_id = alert_id(aid, st.ts, st.model_version, kind)
         st.raised_ts, st.kind, st.priority, st.above, st.lower = st.ts, kind, priority, 0, 0
         self._raises.append(st.ts)
-        self._watermark = max(self._watermark, st.ts)
-        cutoff = self._watermark - self.config.flood_window
+        self.watermark = max(self.watermark, st.ts)
+        cutoff = self.watermark - self.config.flood_window
         self._raises = [x for x in self._raises if x > cutoff]
         if len(self._raises) > self.config.flood_limit:
             st.suppressed = True
@@ -246,13 +254,13 @@ class AlertPolicy:
     def _check_flood_end(self, out: list[Transition]) -> None:
         if self.flood is None:
             return
-        cutoff = self._watermark - self.config.flood_window
+        cutoff = self.watermark - self.config.flood_window
         self._raises = [x for x in self._raises if x > cutoff]
         if len(self._raises) > self.config.flood_limit:
             return
         flood = self.flood
         self.flood = None
-        out.append((-1, msgspec.structs.replace(flood, state="cleared", ts=self._watermark)))
+        out.append((-1, msgspec.structs.replace(flood, state="cleared", ts=self.watermark)))
         for aid, st in self.assets.items():  # publish what the flood held back, in raise order
             if st.suppressed and st.alert_id is not None:
                 st.suppressed = False

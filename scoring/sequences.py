@@ -48,18 +48,34 @@ class SequenceStore:
         return out
 
     def push(self, asset_ids: Sequence[str], ts: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Append rows ``x`` (n, f) in stream order; return ``(seq (m, T, f), keep (n,) bool)``.
+        """:meth:`admit` then :meth:`append` the admitted rows: ``(seq (m, T, f), keep (n,) bool)``."""
+        slots, keep = self.admit(asset_ids, ts)
+        return self.append(slots[keep], x[keep]), keep
 
-        ``keep`` marks rows newer than everything already stored for their asset; older rows are
-        redelivered duplicates (at-least-once) and change nothing. ``seq[j]`` is the sequence ending
-        at the ``j``-th kept row."""
+    def admit(self, asset_ids: Sequence[str], ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Slots of the rows, and which rows are new: ``(slots (n,), keep (n,) bool)``.
+
+        A row is kept when it is newer than everything admitted before for its asset and than the
+        asset's previous row in the batch; older rows are redelivered duplicates (at-least-once)
+        and must change nothing. The newest admitted time per asset is remembered."""
         slots = self.slots(asset_ids)
-        keep = self._fresh(slots, np.asarray(ts, dtype=np.float64))
-        if not keep.all():
-            slots, ts, x = slots[keep], np.asarray(ts)[keep], x[keep]
+        ts = np.asarray(ts, dtype=np.float64)
+        keep = ts > self.last_ts[slots]
+        if len(slots) > 1:
+            order = np.argsort(slots, kind="stable")
+            s, t = slots[order], ts[order]
+            later = np.ones(len(s), dtype=bool)
+            later[1:] = (s[1:] != s[:-1]) | (t[1:] > t[:-1])
+            keep &= later[np.argsort(order)]
+        np.maximum.at(self.last_ts, slots[keep], ts[keep])
+        return slots, keep
+
+    def append(self, slots: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Append rows ``x`` (n, f) of admitted ``slots`` in stream order; return each row's sequence
+        (n, T, f): the asset's last ``T`` vectors ending at that row."""
         n, t_len = len(slots), self.seq_len
         if n == 0:
-            return np.empty((0, t_len, self.n_features), dtype=np.float32), keep
+            return np.empty((0, t_len, self.n_features), dtype=np.float32)
         # Group rows by asset (stable: stream order within an asset).
         order = np.argsort(slots, kind="stable")
         sorted_slots = slots[order]
@@ -79,32 +95,18 @@ class SequenceStore:
         first_valid = seg_start + t_len - self.count[uniq]
         window = new_pos[:, None] - (t_len - 1) + np.arange(t_len)
         window = np.maximum(window, first_valid[group][:, None])
-        seq_sorted = combined[window]
-        seq = np.empty_like(seq_sorted)
-        seq[order] = seq_sorted
+        seq = np.empty((n, t_len, self.n_features), dtype=np.float32)
+        seq[order] = combined[window]
         # New state: the last T rows of each segment.
         tail = (seg_start + sizes)[:, None] + np.arange(t_len)
         self.buf[uniq] = combined[tail]
         self.count[uniq] = np.minimum(self.count[uniq] + sizes, t_len)
-        np.maximum.at(self.last_ts, slots, np.asarray(ts, dtype=np.float64))
-        return seq, keep
+        return seq
 
     def latest(self, asset_ids: Sequence[str]) -> np.ndarray:
         """The newest stored vector of each asset (zeros for an asset never seen)."""
         slots = self.slots(asset_ids)
         return self.buf[slots, -1]
-
-    def _fresh(self, slots: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        """Rows newer than their asset's stored state and than the asset's previous row in the batch."""
-        keep = ts > self.last_ts[slots]
-        if len(slots) > 1:
-            order = np.argsort(slots, kind="stable")
-            s, t = slots[order], ts[order]
-            same = s[1:] == s[:-1]
-            later = np.ones(len(s), dtype=bool)
-            later[1:] = ~same | (t[1:] > t[:-1])
-            keep &= later[np.argsort(order)]
-        return keep
 
     def _grow(self, needed: int) -> None:
         cap = max(needed, 2 * len(self.count))

@@ -1,0 +1,403 @@
+"""The scorer worker: ``sensor.features`` (+ ``maintenance.events``) -> scores, alerts, schedule.
+
+One :meth:`Scorer.run_once` is one micro-batch, in this order:
+
+1. between batches, poll the registry's ``latest`` (at most every ``reload_interval_s``) and swap
+   in a new model version (hot reload: no record is in flight, so none is lost or scored twice);
+2. poll up to ``batch_size`` records, waiting at most ``batch_timeout_s`` for the first (it never
+   waits to fill a batch, so an idle scorer answers one message at once; under load the batches
+   fill by themselves);
+3. decode in one batched call; bad messages go to ``sensor.features.dlq`` with their reason;
+4. drop redelivered rows (event time not newer than the asset's state), append the rest to the
+   per-asset sequences, and run ONE batched ensemble inference over the whole batch;
+5. run the alert policy in stream order (maintenance events clear alerts where they occur in the
+   stream), re-plan the schedule when alerts changed;
+6. produce scores, alerts, jobs and dead letters, flush, THEN commit the consumed offsets.
+
+A crash before 6 redelivers the batch to the next run, which recomputes the same outputs (same
+alert and job ids). State lives in memory and is rebuilt from the stream: the sequences refill
+within ``T`` scores of an asset (left-padded meanwhile, as in training), and alerts raised before a
+restart are raised again under the same deterministic id only if the redelivered stream raises them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from operator import itemgetter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ingest import topics
+from ingest.bus import Bus, Record
+from ingest.profiles import Profile
+from ingest.schemas import (
+    Features,
+    MaintenanceEvent,
+    Reason,
+    Rejection,
+    Score,
+    decode_many,
+    encode,
+)
+from scoring import metrics
+from scoring.config import PRIORITIES, AlertConfig, rul_to_time
+from scoring.policy import FLEET, AlertPolicy, Transition
+from scoring.scheduler import PlanItem, Scheduler, write_schedule
+from scoring.sequences import SequenceStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ScorerConfig:
+    """How the scorer batches, publishes and reloads. Alert thresholds live in the profile."""
+
+    group_id: str = "motorwatch-scorer"
+    batch_size: int = 1024
+    batch_timeout_s: float = 0.05
+    score_interval: float = 0.0  # event time between published scores of an asset (0: every score)
+    reload_interval_s: float = 1.0  # how often to look for a new model version
+    top_k: int = 10  # riskiest assets exported as per-asset gauges
+    drivers_k: int = 3
+    schedule_out: Path | None = None  # CSV or JSON (by suffix), rewritten when the plan changes
+
+
+class Scorer:
+    """Scores feature vectors with the registry's latest model; see the module docstring."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        profile: Profile,
+        registry: Any,
+        config: ScorerConfig = ScorerConfig(),
+        *,
+        spec: Any = None,
+    ) -> None:
+        self.profile = profile
+        self.registry = registry
+        self.config = config
+        self._spec = spec
+        alert_cfg = AlertConfig.from_profile(profile)
+        self.policy = AlertPolicy(alert_cfg, profile.rul_unit)
+        self.scheduler = Scheduler(alert_cfg.crew_capacity, alert_cfg.shift_length, rul_to_time(profile))
+        self.live = profile.time_unit == "s"
+        self.producer = bus.producer()
+        self.consumer = bus.consumer([topics.FEATURES, topics.MAINTENANCE], config.group_id)
+        self._end_offsets = getattr(bus, "end_offsets", None)
+        self._position: dict[tuple[str, int], int] = {}
+        self.predictor: Any = None
+        self.store: SequenceStore | None = None
+        self.last_risk = np.zeros(0)
+        self.last_rul = np.zeros(0)
+        self.last_emit = np.zeros(0)
+        self._next_check = 0.0
+        self._failed_version: str | None = None
+        self._next_lag = 0.0
+        self._suppressed_seen = 0
+        self.scored = 0
+
+    def _maybe_reload(self) -> None:
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + self.config.reload_interval_s
+        version = self.registry.latest_version()
+        if version is None or version == self._failed_version:
+            return
+        if self.predictor is not None and version == self.predictor.version:
+            return
+        if self._spec is None:
+            from features.spec import FeatureSpec
+
+            self._spec = FeatureSpec.from_profile(self.profile)
+        try:
+            predictor = self.registry.load(version, spec=self._spec)
+        except Exception as exc:  # a bad version must not stop scoring with the current one
+            log.error(
+                "cannot load model %s, keeping %s: %s", version, getattr(self.predictor, "version", None), exc
+            )
+            self._failed_version = version
+            return
+        old = self.predictor
+        if old is None or (old.feature_names, old.seq_len) != (predictor.feature_names, predictor.seq_len):
+            self.store = SequenceStore(predictor.seq_len, len(predictor.feature_names))
+        self.predictor = predictor
+        self._getter = _getter(predictor.feature_names)
+        metrics.MODEL.info({"version": predictor.version})
+        if old is not None:
+            metrics.RELOADS.inc()
+            log.info("hot reload: model %s -> %s", old.version, predictor.version)
+
+    def run_once(self, max_records: int | None = None, timeout_s: float | None = None) -> int:
+        """Poll one micro-batch, score it, produce, flush, then commit. Returns records consumed."""
+        timeout = self.config.batch_timeout_s if timeout_s is None else timeout_s
+        self._maybe_reload()
+        if self.predictor is None:  # nothing to score with yet: leave the records on the bus
+            time.sleep(timeout)
+            return 0
+        records = self.consumer.poll_batch(max_records or self.config.batch_size, timeout)
+        if records:
+            self._process(records)
+            self.producer.flush()
+            self.consumer.commit()
+        self._update_lag()
+        return len(records)
+
+    def run(self, stop: threading.Event) -> None:
+        """Score until ``stop`` is set."""
+        while not stop.is_set():
+            self.run_once()
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.producer.close()
+
+    def _process(self, records: list[Record]) -> None:
+        predictor, store = self.predictor, self.store
+        assert store is not None
+        out: dict[str, list[tuple[bytes, bytes]]] = {
+            topics.SCORES: [],
+            topics.ALERTS: [],
+            topics.SCHEDULE: [],
+        }
+        is_maint = [r.topic == topics.MAINTENANCE for r in records]
+        feats = [r for r, m in zip(records, is_maint, strict=True) if not m]
+        maint_pos = [i for i, m in enumerate(is_maint) if m]
+        for r in records:
+            self._position[(r.topic, r.partition)] = r.offset + 1
+        metrics.MESSAGES_IN.labels(topic=topics.FEATURES).inc(len(feats))
+
+        rows = self._decode(feats, [i for i, m in enumerate(is_maint) if not m])
+        slots, keep = store.admit(rows.asset_ids, rows.ts)
+        self._grow(len(store))
+        if not keep.all():
+            rows, slots = rows.take(keep), slots[keep]
+        risk, rul = self._score(rows, slots, out)
+
+        # Alert policy in stream order, each maintenance event applied where it occurs in the batch.
+        events: list[tuple[int, Any]] = []
+        if maint_pos:
+            metrics.MESSAGES_IN.labels(topic=topics.MAINTENANCE).inc(len(maint_pos))
+            maint = [records[i] for i in maint_pos]
+            decoded, rejects = decode_many([r.value for r in maint], MaintenanceEvent)
+            self._dead_letter(maint, rejects)
+            events = [(maint_pos[j], ev) for j, ev in decoded]
+        transitions: list[Transition] = []
+        version = predictor.version
+        start = 0
+        for cut, event in [*events, (len(records), None)]:
+            end = int(np.searchsorted(rows.pos, cut))
+            if end > start:
+                found = self.policy.observe(
+                    rows.asset_ids[start:end],
+                    rows.ts[start:end],
+                    risk[start:end],
+                    rul[start:end],
+                    rows.stale[start:end],
+                    version,
+                )
+                transitions.extend((row + start if row >= 0 else -1, a) for row, a in found)
+                start = end
+            if event is not None:
+                transitions.extend(self.policy.maintenance(event.asset_id, event.ts, version))
+        if transitions:
+            self._publish_alerts(transitions, rows, out)
+            self._replan(out)
+        for topic, msgs in out.items():
+            if msgs:
+                self.producer.send_batch(topic, msgs)
+                metrics.MESSAGES_OUT.labels(topic=topic).inc(len(msgs))
+
+    def _decode(self, feats: list[Record], pos: list[int]) -> _Rows:
+        """Valid feature messages as columns; the rest dead-lettered with their reason."""
+        decoded, rejects = decode_many([r.value for r in feats], Features)
+        getter, n_features = self._getter, len(self.predictor.feature_names)
+        asset_ids, ts, stale, vectors, keep_pos = [], [], [], [], []
+        blank = (0.0,) * n_features
+        for i, m in decoded:
+            if m.stale:
+                vec = blank
+            else:
+                try:
+                    vec = getter(m.features)
+                except KeyError as exc:
+                    rejects.append(
+                        Rejection(
+                            i,
+                            Reason.MISSING_FIELD,
+                            f"feature {exc} missing (model {self.predictor.version} needs {n_features})",
+                        )
+                    )
+                    continue
+            asset_ids.append(m.asset_id)
+            ts.append(m.ts)
+            stale.append(m.stale)
+            vectors.append(vec)
+            keep_pos.append(pos[i])
+        self._dead_letter(feats, rejects)
+        x = np.array(vectors, dtype=np.float32).reshape(len(vectors), n_features)
+        return _Rows(
+            asset_ids,
+            np.array(ts, dtype=np.float64),
+            np.array(stale, dtype=bool),
+            x,
+            np.array(keep_pos, dtype=np.int64),
+        )
+
+    def _score(self, rows: _Rows, slots: np.ndarray, out: dict[str, list]) -> tuple[np.ndarray, np.ndarray]:
+        """One batched inference over the fresh rows; scores published at the configured cadence.
+
+        Returns risk and RUL for every row (a stale row reports its asset's last scored values)."""
+        risk, rul = self.last_risk[slots], self.last_rul[slots]
+        fresh = np.flatnonzero(~rows.stale)
+        if len(fresh) == 0:
+            return risk, rul
+        store, predictor = self.store, self.predictor
+        x, fslots = rows.x[fresh], slots[fresh]
+        seq = store.append(fslots, x)
+        began = time.perf_counter()
+        pred = predictor.predict(x, seq)
+        metrics.INFERENCE_SECONDS.observe(time.perf_counter() - began)
+        metrics.BATCH_SIZE.observe(len(fresh))
+        risk[fresh], rul[fresh] = pred.risk, pred.rul
+        last = len(fslots) - 1 - np.unique(fslots[::-1], return_index=True)[1]  # each asset's last row
+        self.last_risk[fslots[last]] = pred.risk[last]
+        self.last_rul[fslots[last]] = pred.rul[last]
+        self.scored += len(fresh)
+
+        emit = fresh if self.config.score_interval <= 0 else fresh[self._due(fslots, rows.ts[fresh])]
+        unit, version, ids = self.profile.rul_unit, predictor.version, rows.asset_ids
+        ts_l, risk_l, rul_l = rows.ts[emit].tolist(), risk[emit].tolist(), rul[emit].tolist()
+        out[topics.SCORES] = [
+            (
+                ids[i].encode(),
+                encode(Score(asset_id=ids[i], ts=t, risk=r, rul=u, rul_unit=unit, model_version=version)),
+            )
+            for i, t, r, u in zip(emit.tolist(), ts_l, risk_l, rul_l, strict=True)
+        ]
+        now = time.time()
+        observe_risk = metrics.FLEET_RISK.observe
+        for r in risk_l:
+            observe_risk(r)
+        if self.live:
+            observe_latency = metrics.LATENCY.observe
+            for t in ts_l:
+                observe_latency(now - t)
+        return risk, rul
+
+    def _due(self, slots: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Rows whose asset has not published a score within ``score_interval`` of event time."""
+        interval, last_emit = self.config.score_interval, self.last_emit
+        due = np.zeros(len(slots), dtype=bool)
+        for j, (s, t) in enumerate(zip(slots.tolist(), ts.tolist(), strict=True)):
+            if t >= last_emit[s] + interval:
+                last_emit[s] = t
+                due[j] = True
+        return due
+
+    def _publish_alerts(self, transitions: list[Transition], rows: _Rows, out: dict[str, list]) -> None:
+        """Attach drivers (from the row that caused the alert, else the asset's newest vector)."""
+        k = self.config.drivers_k
+        alerts = [a for _, a in transitions]
+        store = self.store
+        vecs, need = [], []
+        for j, (row, a) in enumerate(transitions):
+            if row >= 0 and not rows.stale[row]:
+                vecs.append(rows.x[row])
+            elif a.asset_id != FLEET and store.count[store.slot[a.asset_id]] > 0:
+                vecs.append(store.latest([a.asset_id])[0])
+            else:  # a fleet flood, or an asset silent since before its first score: no vector to explain
+                continue
+            need.append(j)
+        if need:
+            for j, drivers in zip(need, self.predictor.drivers(np.stack(vecs), k=k), strict=True):
+                alerts[j].drivers = list(drivers)
+        for a in alerts:
+            if a.state == "raised":
+                metrics.ALERTS_RAISED.labels(priority=a.priority, kind=a.kind).inc()
+        out[topics.ALERTS] = [(a.asset_id.encode(), encode(a)) for a in alerts]
+        active = self.policy.active()
+        counts = dict.fromkeys(PRIORITIES, 0)
+        for st in active.values():
+            counts[PRIORITIES[st.priority]] += 1
+        for p, c in counts.items():
+            metrics.ACTIVE_ALERTS.labels(priority=p).set(c)
+        metrics.FLOOD_ACTIVE.set(1 if self.policy.flood is not None else 0)
+        metrics.ALERTS_SUPPRESSED.inc(self.policy.suppressed_total - self._suppressed_seen)
+        self._suppressed_seen = self.policy.suppressed_total
+
+    def _replan(self, out: dict[str, list]) -> None:
+        items = [
+            PlanItem(a, st.alert_id, st.ts, st.risk, st.rul, PRIORITIES[st.priority], st.model_version)
+            for a, st in self.policy.active().items()
+        ]
+        changed = self.scheduler.replan(items, now=self.policy.watermark)
+        if not changed:
+            return
+        out[topics.SCHEDULE] = [(j.asset_id.encode(), encode(j)) for j in changed]
+        plan = list(self.scheduler.jobs.values())
+        metrics.JOBS.set(len(plan))
+        metrics.JOBS_UNFIT.set(sum(not j.fits for j in plan))
+        if self.config.schedule_out is not None:
+            write_schedule(self.config.schedule_out, plan)
+
+    def _grow(self, n: int) -> None:
+        """Per-asset score state sized to the sequence store's slots."""
+        if n <= len(self.last_risk):
+            return
+        extra = max(n, 2 * len(self.last_risk)) - len(self.last_risk)
+        self.last_risk = np.r_[self.last_risk, np.zeros(extra)]
+        self.last_rul = np.r_[self.last_rul, np.zeros(extra)]
+        self.last_emit = np.r_[self.last_emit, np.full(extra, -np.inf)]
+
+    def _dead_letter(self, records: list[Record], rejects: list[Rejection]) -> None:
+        if rejects:
+            from ingest.deadletter import dead_letter
+
+            dead_letter(self.producer, records, rejects, stage="scorer")
+
+    def _update_lag(self) -> None:
+        """Consumer lag per input topic (when the bus can tell its end offsets), at most once a second."""
+        now = time.monotonic()
+        if self._end_offsets is None or now < self._next_lag:
+            return
+        self._next_lag = now + 1.0
+        lag: dict[str, int] = {}
+        for topic, partition in self.consumer.assignment():
+            seen = self._position.get((topic, partition))
+            if seen is not None:
+                ends = self._end_offsets(topic)
+                lag[topic] = lag.get(topic, 0) + max(ends[partition] - seen, 0)
+        for topic, value in lag.items():
+            metrics.LAG.labels(topic=topic).set(value)
+        if self.store is not None:
+            n = len(self.store)
+            metrics.set_top_risk(list(self.store.slot), self.last_risk[:n], self.config.top_k)
+
+
+@dataclass(slots=True)
+class _Rows:
+    """Decoded feature messages as columns (stream order); ``pos``: index in the polled batch."""
+
+    asset_ids: list[str]
+    ts: np.ndarray
+    stale: np.ndarray
+    x: np.ndarray
+    pos: np.ndarray
+
+    def take(self, keep: np.ndarray) -> _Rows:
+        ids = [a for a, k in zip(self.asset_ids, keep.tolist(), strict=True) if k]
+        return _Rows(ids, self.ts[keep], self.stale[keep], self.x[keep], self.pos[keep])
+
+
+def _getter(names: Sequence[str]):
+    """A function that takes a features dict to its vector in ``names`` order (one C call)."""
+    get = itemgetter(*names)
+    return get if len(names) > 1 else (lambda d: (get(d),))

@@ -1,0 +1,217 @@
+"""The scorer worker on the in-process bus, with a small deterministic test double of the Predictor.
+
+The double is a plain function of the features (risk = feature ``a``, RUL = 100 x the mean of ``b``
+over the sequence): what is under test is the worker's batching, sequences, policy wiring, outputs,
+dead letters, offsets and hot reload. The real-model integration test is in test_scoring_models.py.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from ingest import topics
+from ingest.inproc import InProcessBus
+from ingest.profiles import load_profile
+from ingest.schemas import Alert, DeadLetter, Driver, Features, MaintenanceJob, Score, decode_many, encode
+from scoring.worker import Scorer, ScorerConfig
+
+NAMES = ("a", "b", "c")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    risk: np.ndarray
+    rul: np.ndarray
+
+
+class DoublePredictor:
+    """risk = a (clipped), rul = 100 * mean of b over the sequence (so the sequence matters)."""
+
+    def __init__(self, version: str, seq_len: int = 4) -> None:
+        self.version, self.seq_len, self.feature_names, self.rul_unit = version, seq_len, NAMES, "h"
+        self.calls: list[int] = []
+
+    def predict(self, last: np.ndarray, seq: np.ndarray):
+        assert last.shape[1:] == (3,) and seq.shape == (len(last), self.seq_len, 3)
+        self.calls.append(len(last))
+        return Prediction(np.clip(last[:, 0], 0, 1).astype(np.float64), 100.0 * seq[:, :, 1].mean(axis=1))
+
+    def drivers(self, last: np.ndarray, k: int = 3) -> list[list[Driver]]:
+        top = np.argsort(-np.abs(last), axis=1)[:, :k]
+        return [
+            [
+                Driver(feature=NAMES[j], value=float(row[j]), baseline=0.0, contribution=float(abs(row[j])))
+                for j in idx
+            ]
+            for row, idx in zip(last, top.tolist(), strict=True)
+        ]
+
+
+class DoubleRegistry:
+    def __init__(self, version: str = "v0001") -> None:
+        self.latest = version
+        self.loaded: list[str] = []
+
+    def latest_version(self) -> str | None:
+        return self.latest
+
+    def load(self, version: str | None = None, spec=None) -> DoublePredictor:
+        self.loaded.append(version)
+        return DoublePredictor(version or self.latest)
+
+
+def features(asset: str, ts: float, a: float, b: float = 0.9, stale: bool = False) -> bytes:
+    return encode(Features(asset_id=asset, ts=ts, features={"a": a, "b": b, "c": 0.5}, stale=stale))
+
+
+def drain(scorer: Scorer, max_records: int | None = None) -> int:
+    total = 0
+    while n := scorer.run_once(max_records=max_records, timeout_s=0.0):
+        total += n
+    return total
+
+
+def read(bus, topic: str, cls):
+    consumer = bus.consumer([topic], f"reader-{uuid.uuid4()}")
+    out = []
+    while batch := consumer.poll_batch(100_000, 0.0):
+        pairs, rejects = decode_many([r.value for r in batch], cls)
+        assert not rejects
+        out.extend(m for _, m in pairs)
+    return out
+
+
+def make_scorer(bus, registry, tmp_path=None, **kw) -> Scorer:
+    cfg = ScorerConfig(
+        group_id=kw.pop("group_id", "scorer"),
+        reload_interval_s=0.0,
+        schedule_out=tmp_path / "plan.json" if tmp_path else None,
+        **kw,
+    )
+    return Scorer(bus, load_profile("motor"), registry, cfg, spec=object())
+
+
+def stream(n_assets: int = 5, steps: int = 12) -> list[tuple[bytes, bytes]]:
+    """Asset i ramps to high risk after step 4 when i is even; odd assets stay healthy."""
+    msgs = []
+    for t in range(steps):
+        for i in range(n_assets):
+            risk = 0.95 if (i % 2 == 0 and t >= 4) else 0.1
+            msgs.append((f"m{i}".encode(), features(f"m{i}", 1000.0 + 60 * t, risk)))
+    return msgs
+
+
+def test_scores_every_vector_once_raises_alerts_with_drivers_and_plans_jobs(tmp_path):
+    bus = InProcessBus(partitions=3)
+    bus.producer().send_batch(topics.FEATURES, stream())
+    registry = DoubleRegistry()
+    scorer = make_scorer(bus, registry, tmp_path)
+    assert drain(scorer) == 60
+    scores = read(bus, topics.SCORES, Score)
+    assert sorted((s.asset_id, s.ts) for s in scores) == sorted(
+        (f"m{i}", 1000.0 + 60 * t) for t in range(12) for i in range(5)
+    )
+    assert {s.model_version for s in scores} == {"v0001"} and {s.rul_unit for s in scores} == {"h"}
+    assert all(s.rul == pytest.approx(90.0) for s in scores)
+    alerts = read(bus, topics.ALERTS, Alert)
+    # on_delay = 3 in the motor profile: raised at the third high score (t = 6), once per asset.
+    assert sorted((a.asset_id, a.state, a.priority, a.ts) for a in alerts) == [
+        (f"m{i}", "raised", "high", 1000.0 + 60 * 6) for i in (0, 2, 4)
+    ]
+    for a in alerts:
+        assert (
+            a.model_version == "v0001"
+            and a.drivers[0].feature == "a"
+            and a.drivers[0].value == pytest.approx(0.95)
+        )
+    jobs = read(bus, topics.SCHEDULE, MaintenanceJob)
+    assert sorted(j.asset_id for j in jobs) == ["m0", "m2", "m4"]
+    planned = json.loads((tmp_path / "plan.json").read_text())
+    assert sorted(p["asset_id"] for p in planned) == ["m0", "m2", "m4"]
+    # Offsets were committed: a restarted scorer of the group has nothing left to do.
+    scorer.close()
+    assert drain(make_scorer(bus, registry)) == 0
+
+
+def test_bad_messages_are_dead_lettered_and_the_rest_scored():
+    bus = InProcessBus(partitions=2)
+    bad = [
+        (b"m1", b"not json"),
+        (b"m1", encode(Features(asset_id="m1", ts=5.0, features={"a": 0.2}))),  # the model needs b and c
+    ]
+    bus.producer().send_batch(topics.FEATURES, [*bad, (b"m1", features("m1", 6.0, 0.2))])
+    assert drain(make_scorer(bus, DoubleRegistry())) == 3
+    letters = read(bus, topics.FEATURES_DLQ, DeadLetter)
+    assert sorted(d.reason for d in letters) == ["missing_field", "not_json"]
+    assert {d.raw for d in letters} == {v for _, v in bad}
+    assert [(s.asset_id, s.ts) for s in read(bus, topics.SCORES, Score)] == [("m1", 6.0)]
+
+
+def test_redelivery_after_a_crash_gives_the_same_alert_ids():
+    msgs = stream(n_assets=6, steps=14)
+    clean_bus = InProcessBus(partitions=2)
+    clean_bus.producer().send_batch(topics.FEATURES, msgs)
+    drain(make_scorer(clean_bus, DoubleRegistry(), batch_size=7))
+    clean = {(a.alert_id, a.asset_id, a.state, a.ts) for a in read(clean_bus, topics.ALERTS, Alert)}
+    assert len(clean) == 3
+
+    bus = InProcessBus(partitions=2)
+    bus.producer().send_batch(topics.FEATURES, msgs)
+    crashing = make_scorer(bus, DoubleRegistry(), batch_size=32)
+    crashing.consumer.commit = lambda: None  # the process dies after producing, before committing
+    for _ in range(3):
+        crashing.run_once(timeout_s=0.0)
+    crashing.consumer.close()
+    drain(make_scorer(bus, DoubleRegistry(), batch_size=5))  # a new process of the group redoes it all
+    redelivered = read(bus, topics.ALERTS, Alert)
+    assert len(redelivered) > len(clean)  # duplicates were delivered...
+    assert {(a.alert_id, a.asset_id, a.state, a.ts) for a in redelivered} == clean  # ...with the same ids
+
+
+def test_stale_features_raise_a_no_data_alert_and_maintenance_clears():
+    bus = InProcessBus(partitions=2)
+    p = bus.producer()
+    p.send_batch(topics.FEATURES, [(b"m1", features("m1", t, 0.95)) for t in (1.0, 2.0, 3.0)])
+    p.send_batch(topics.FEATURES, [(b"m2", features("m2", 3.0, 0.0, stale=True))])
+    scorer = make_scorer(bus, DoubleRegistry())
+    assert drain(scorer) == 4
+    # The repair at ts 4 clears m1; a score from before the repair that arrives after it is ignored.
+    p.send_batch(topics.MAINTENANCE, [(b"m1", b'{"v":1,"asset_id":"m1","ts":4.0,"action":"repair"}')])
+    assert drain(scorer) == 1
+    p.send_batch(topics.FEATURES, [(b"m1", features("m1", t, 0.95)) for t in (3.5, 3.6, 3.7)])
+    assert drain(scorer) == 3
+    got = [(a.asset_id, a.state, a.kind) for a in read(bus, topics.ALERTS, Alert)]
+    assert sorted(got) == [("m1", "cleared", "risk"), ("m1", "raised", "risk"), ("m2", "raised", "no_data")]
+    assert got.index(("m1", "raised", "risk")) < got.index(("m1", "cleared", "risk"))
+    assert list(scorer.policy.active()) == ["m2"]
+
+
+def test_hot_reload_swaps_version_between_batches_without_loss_or_duplicates():
+    bus = InProcessBus(partitions=3)
+    msgs = stream(n_assets=20, steps=10)
+    bus.producer().send_batch(topics.FEATURES, msgs)
+    registry = DoubleRegistry("v0001")
+    scorer = make_scorer(bus, registry, batch_size=50)
+    consumed = scorer.run_once() + scorer.run_once()
+    registry.latest = "v0002"
+    consumed += drain(scorer)
+    assert consumed == len(msgs) and registry.loaded == ["v0001", "v0002"]
+    scores = read(bus, topics.SCORES, Score)
+    keys = [(s.asset_id, s.ts) for s in scores]
+    assert len(keys) == len(set(keys)) == len(msgs)
+    versions = [s.model_version for s in scores]
+    assert versions.count("v0001") == 100 and versions.count("v0002") == 100
+
+
+def test_score_cadence_publishes_at_most_one_score_per_interval_but_alerts_on_every_score():
+    bus = InProcessBus(partitions=1)
+    bus.producer().send_batch(topics.FEATURES, [(b"m1", features("m1", float(t), 0.95)) for t in range(10)])
+    scorer = make_scorer(bus, DoubleRegistry(), score_interval=4.0)
+    drain(scorer)
+    assert [s.ts for s in read(bus, topics.SCORES, Score)] == [0.0, 4.0, 8.0]
+    assert [a.ts for a in read(bus, topics.ALERTS, Alert)] == [2.0]
