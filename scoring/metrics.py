@@ -78,6 +78,7 @@ def set_top_risk(asset_ids: list[str], risk: np.ndarray, k: int) -> None:
         TOP_RISK.labels(rank=str(rank), asset_id=asset_ids[i]).set(float(risk[i]))
 
 
-def serve(port: int) -> None:
-    """Serve ``/metrics`` on ``port`` (all interfaces) from a daemon thread."""
-    start_http_server(port)
+def serve(port: int, addr: str = "0.0.0.0"):
+    """Serve ``/metrics`` on ``port`` from a daemon thread; returns the server (``.shutdown()`` stops it)."""
+    server, _thread = start_http_server(port, addr)
+    return server

@@ -1,99 +1,18 @@
-"""The scorer worker on the in-process bus, with a small deterministic test double of the Predictor.
-
-The double is a plain function of the features (risk = feature ``a``, RUL = 100 x the mean of ``b``
-over the sequence): what is under test is the worker's batching, sequences, policy wiring, outputs,
-dead letters, offsets and hot reload. The real-model integration test is in test_scoring_models.py.
+"""The scorer worker on the in-process bus, with the deterministic Predictor double of scoring_doubles.py:
+what is under test is the worker's batching, sequences, policy wiring, outputs, dead letters, offsets and
+hot reload. The real-model integration test is in test_scoring_models.py.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
-from dataclasses import dataclass
 
-import numpy as np
 import pytest
+from scoring_doubles import DoubleRegistry, drain, features, make_scorer, read
 
 from ingest import topics
 from ingest.inproc import InProcessBus
-from ingest.profiles import load_profile
-from ingest.schemas import Alert, DeadLetter, Driver, Features, MaintenanceJob, Score, decode_many, encode
-from scoring.worker import Scorer, ScorerConfig
-
-NAMES = ("a", "b", "c")
-
-
-@dataclass(frozen=True)
-class Prediction:
-    risk: np.ndarray
-    rul: np.ndarray
-
-
-class DoublePredictor:
-    """risk = a (clipped), rul = 100 * mean of b over the sequence (so the sequence matters)."""
-
-    def __init__(self, version: str, seq_len: int = 4) -> None:
-        self.version, self.seq_len, self.feature_names, self.rul_unit = version, seq_len, NAMES, "h"
-        self.calls: list[int] = []
-
-    def predict(self, last: np.ndarray, seq: np.ndarray):
-        assert last.shape[1:] == (3,) and seq.shape == (len(last), self.seq_len, 3)
-        self.calls.append(len(last))
-        return Prediction(np.clip(last[:, 0], 0, 1).astype(np.float64), 100.0 * seq[:, :, 1].mean(axis=1))
-
-    def drivers(self, last: np.ndarray, k: int = 3) -> list[list[Driver]]:
-        top = np.argsort(-np.abs(last), axis=1)[:, :k]
-        return [
-            [
-                Driver(feature=NAMES[j], value=float(row[j]), baseline=0.0, contribution=float(abs(row[j])))
-                for j in idx
-            ]
-            for row, idx in zip(last, top.tolist(), strict=True)
-        ]
-
-
-class DoubleRegistry:
-    def __init__(self, version: str = "v0001") -> None:
-        self.latest = version
-        self.loaded: list[str] = []
-
-    def latest_version(self) -> str | None:
-        return self.latest
-
-    def load(self, version: str | None = None, spec=None) -> DoublePredictor:
-        self.loaded.append(version)
-        return DoublePredictor(version or self.latest)
-
-
-def features(asset: str, ts: float, a: float, b: float = 0.9, stale: bool = False) -> bytes:
-    return encode(Features(asset_id=asset, ts=ts, features={"a": a, "b": b, "c": 0.5}, stale=stale))
-
-
-def drain(scorer: Scorer, max_records: int | None = None) -> int:
-    total = 0
-    while n := scorer.run_once(max_records=max_records, timeout_s=0.0):
-        total += n
-    return total
-
-
-def read(bus, topic: str, cls):
-    consumer = bus.consumer([topic], f"reader-{uuid.uuid4()}")
-    out = []
-    while batch := consumer.poll_batch(100_000, 0.0):
-        pairs, rejects = decode_many([r.value for r in batch], cls)
-        assert not rejects
-        out.extend(m for _, m in pairs)
-    return out
-
-
-def make_scorer(bus, registry, tmp_path=None, **kw) -> Scorer:
-    cfg = ScorerConfig(
-        group_id=kw.pop("group_id", "scorer"),
-        reload_interval_s=0.0,
-        schedule_out=tmp_path / "plan.json" if tmp_path else None,
-        **kw,
-    )
-    return Scorer(bus, load_profile("motor"), registry, cfg, spec=object())
+from ingest.schemas import Alert, DeadLetter, Features, MaintenanceJob, Score, encode
 
 
 def stream(n_assets: int = 5, steps: int = 12) -> list[tuple[bytes, bytes]]:
