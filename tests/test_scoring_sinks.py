@@ -1,0 +1,109 @@
+"""Alert sinks: the open-alerts board, and Alertmanager v2 delivery against a tiny local HTTP server."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from ingest import topics
+from ingest.inproc import InProcessBus
+from ingest.schemas import Alert, Driver, encode
+from scoring.sinks import AlertBoard, AlertmanagerSink, follow_alerts
+
+
+def alert(asset: str, state: str, priority: str, alert_id: str = "", risk: float = 0.9) -> Alert:
+    return Alert(
+        alert_id=alert_id or f"id-{asset}",
+        asset_id=asset,
+        ts=1_700_000_000.0,
+        state=state,
+        priority=priority,
+        risk=risk,
+        rul=20.0,
+        rul_unit="h",
+        model_version="v0003",
+        drivers=[Driver(feature="vibration_mm_s_mean_1h", value=9.1, baseline=2.0, contribution=3.5)],
+    )
+
+
+@pytest.fixture
+def alertmanager():
+    """A stand-in Alertmanager: records the JSON bodies POSTed to /api/v2/alerts."""
+    posts: list[list[dict]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            assert self.path == "/api/v2/alerts"
+            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", posts
+    server.shutdown()
+
+
+def test_board_keeps_one_open_alert_per_asset_sorted_by_priority_and_ignores_redelivery():
+    board = AlertBoard()
+    raised = [
+        alert("m1", "raised", "low", risk=0.7),
+        alert("m2", "raised", "high"),
+        alert("m3", "raised", "medium"),
+    ]
+    assert len(board.apply(raised)) == 3
+    assert board.apply(raised) == []  # redelivered: nothing changes
+    assert [a.asset_id for a in board.rows()] == ["m2", "m3", "m1"]
+    assert len(board.apply([alert("m1", "updated", "high", risk=0.95)])) == 1
+    assert [a.asset_id for a in board.rows()] == ["m1", "m2", "m3"]
+    assert len(board.apply([alert("m2", "cleared", "high")])) == 1
+    assert board.apply([alert("m2", "cleared", "high")]) == []
+    assert sorted(board.open) == ["m1", "m3"]
+
+
+def test_alertmanager_receives_firing_priority_changes_and_resolved(alertmanager):
+    url, posts = alertmanager
+    bus = InProcessBus(partitions=2)
+    p = bus.producer()
+    sink = AlertmanagerSink(url, resend_s=3600)
+    p.send_batch(topics.ALERTS, [(b"m1", encode(alert("m1", "raised", "medium")))])
+    board = follow_alerts(bus, threading.Event(), follow=False, sink=sink)
+    assert list(board.open) == ["m1"]
+    p.send_batch(
+        topics.ALERTS,
+        [(b"m1", encode(alert("m1", "updated", "high"))), (b"m1", encode(alert("m1", "cleared", "high")))],
+    )
+    # A second pass re-reads the topic from the start: the raise is redelivery and is not re-sent.
+    follow_alerts(bus, threading.Event(), follow=False, sink=sink, board=board)
+    assert board.open == {}
+    sent = [a for batch in posts for a in batch]
+    summary = [(a["labels"]["severity"], "endsAt" in a) for a in sent]
+    # firing medium; then medium resolved + high firing; then high resolved.
+    assert summary == [("medium", False), ("medium", True), ("high", False), ("high", True)]
+    first = sent[0]
+    assert first["labels"] == {
+        "alertname": "MotorwatchFailureRisk",
+        "asset_id": "m1",
+        "kind": "risk",
+        "severity": "medium",
+    }
+    assert first["annotations"]["model_version"] == "v0003"
+    assert "vibration_mm_s_mean_1h=9.1" in first["annotations"]["drivers"]
+    assert sent[-1]["endsAt"].endswith("Z")
+
+
+def test_open_alerts_are_resent_and_a_dead_alertmanager_does_not_stop_the_reader(alertmanager):
+    url, posts = alertmanager
+    board = AlertBoard()
+    changes = board.apply([alert("m1", "raised", "high"), alert("m2", "raised", "low")])
+    AlertmanagerSink("http://127.0.0.1:9", timeout_s=0.5).deliver(changes, board)  # nothing listens: logged
+    sink = AlertmanagerSink(url, resend_s=0.0)
+    sink.deliver([], board)  # nothing changed, but the resend is due: every open alert again
+    assert sorted(a["labels"]["asset_id"] for a in posts[-1]) == ["m1", "m2"]
