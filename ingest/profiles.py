@@ -44,6 +44,8 @@ class Profile:
     columns: Mapping[str, str]
     sections: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""
+    # A plant export's column name -> signal name (``[columns.signals]``), for the log readers.
+    signal_columns: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def signal_names(self) -> tuple[str, ...]:
@@ -102,13 +104,19 @@ def parse_profile(raw: Mapping[str, Any], source: str = "") -> Profile:
         if not s.min < s.max:
             raise ValueError(f"profile {name}: signal {s.name} has min >= max")
     known = {"name", "description", "time_unit", "rul_unit", "signals", "columns"}
+    columns = dict(raw.get("columns", {"asset_id": "asset_id", "ts": "ts"}))
+    signal_columns = dict(columns.pop("signals", {}))
+    unknown = sorted(set(signal_columns.values()) - {s.name for s in signals})
+    if unknown:
+        raise ValueError(f"profile {name}: [columns.signals] maps onto unknown signals {unknown}")
     return Profile(
         name=name,
         description=str(raw.get("description", "")),
         time_unit=str(raw.get("time_unit", "s")),
         rul_unit=str(raw.get("rul_unit", "h")),
         signals=signals,
-        columns=MappingProxyType(dict(raw.get("columns", {"asset_id": "asset_id", "ts": "ts"}))),
+        columns=MappingProxyType(columns),
         sections=MappingProxyType({k: v for k, v in raw.items() if k not in known}),
         source=source,
+        signal_columns=MappingProxyType(signal_columns),
     )
