@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from itertools import repeat
 from typing import Literal, TypeVar
 
 import msgspec
@@ -168,17 +167,36 @@ class Rejection:
     detail: str
 
 
+class _Versioned(msgspec.Struct):
+    v: object = None
+
+
+_version_of = msgspec.json.Decoder(_Versioned)
+
+
+def _has_non_finite_words(raw: bytes) -> bool:
+    """Whether ``raw`` is JSON but for NaN/Infinity words (as Python's json writes them), in UTF-8."""
+    seen: list[str] = []
+    try:
+        json.loads(raw.decode(), parse_constant=seen.append)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return False
+    return bool(seen)
+
+
 def _classify(raw: bytes, exc: Exception) -> tuple[Reason, str]:
     text = str(exc)
-    if isinstance(exc, msgspec.DecodeError) and not isinstance(exc, msgspec.ValidationError):
-        try:  # Python's json writes NaN/Infinity: valid to it, but non-finite to us.
-            json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            return Reason.NOT_JSON, text
-        return Reason.NON_FINITE, text
+    if not isinstance(exc, msgspec.ValidationError):
+        return (Reason.NON_FINITE if _has_non_finite_words(raw) else Reason.NOT_JSON), text
+    try:  # another version may have other fields: its version is the reason, not its fields
+        v = _version_of.decode(raw).v
+    except msgspec.DecodeError:
+        v = None
+    if type(v) is int and v != SCHEMA_VERSION:
+        return Reason.WRONG_VERSION, f"schema version {v}, expected {SCHEMA_VERSION}"
     if "missing required field" in text:
         return Reason.MISSING_FIELD, text
-    if "got `null`" in text or "Number out of range" in text:
+    if "Expected `float`, got `null`" in text or "Number out of range" in text:
         return Reason.NON_FINITE, text
     return Reason.INVALID_TYPE, text
 
@@ -286,67 +304,6 @@ def encode_readings(batch: ReadingBatch) -> list[tuple[bytes, bytes]]:
     return [(r.asset_id.encode(), enc(r)) for r in batch.readings()]
 
 
-def _json_floats(column: np.ndarray) -> list[bytes]:
-    """Each float of ``column`` as msgspec writes it (NaN as ``null``), in one encoder call."""
-    return _encoder.encode(column.tolist())[1:-1].split(b",")
-
-
-def encode_readings_columnar(batch: ReadingBatch) -> list[tuple[bytes, bytes]]:
-    """:func:`encode_readings`, byte for byte, about 3x faster: floats are formatted a column at a time
-    by msgspec and each message is joined from its parts in C. Rows lacking a signal fall back to
-    :func:`encode_readings`, which omits it."""
-    n = len(batch)
-    if n == 0:
-        return []
-    ts = np.asarray(batch.ts, dtype=np.float64)
-    values = np.asarray(batch.values, dtype=np.float64)
-    heads = {a: b'{"v":1,"asset_id":' + _encoder.encode(a) + b',"ts":' for a in set(batch.asset_id)}
-    parts: list[Iterable[bytes]] = [map(heads.__getitem__, batch.asset_id), _json_floats(ts)]
-    for j, name in enumerate(batch.signals):
-        parts.append(repeat((b',"values":{' if j == 0 else b",") + _encoder.encode(name) + b":", n))
-        parts.append(_json_floats(values[:, j]))
-    parts.append(repeat(b"}}" if batch.signals else b',"values":{}}', n))
-    out = list(map(b"".join, zip(*parts, strict=True)))
-    gaps = np.flatnonzero(np.isnan(values).any(axis=1))
-    if len(gaps):
-        for row, pair in zip(gaps.tolist(), encode_readings(batch.take(gaps)), strict=True):
-            out[row] = pair[1]
-    keys = {a: a.encode() for a in heads}
-    return list(zip(map(keys.__getitem__, batch.asset_id), out, strict=True))
-
-
-def check_readings(
-    ts: np.ndarray, values: np.ndarray, index: np.ndarray, keep: np.ndarray, profile: Profile
-) -> list[Rejection]:
-    """Vectorised checks of columnar readings: ``ts`` finite, values within the profile's plausible range.
-
-    Shared by the bus decoder and the log readers. Rows already cleared in ``keep`` are not checked;
-    rejected rows are cleared in ``keep`` (in place) and returned, named by ``index``.
-    """
-    rejects = []
-    finite = np.isfinite(ts)
-    bad = keep & ~finite
-    for row in np.flatnonzero(bad):
-        rejects.append(Rejection(int(index[row]), Reason.NON_FINITE, "ts is not finite"))
-    keep &= finite
-    with np.errstate(invalid="ignore"):
-        low = values < profile.lower
-        high = values > profile.upper
-    out = keep & (low | high).any(axis=1)
-    names = profile.signal_names
-    for row in np.flatnonzero(out):
-        j = int(np.flatnonzero(low[row] | high[row])[0])
-        rejects.append(
-            Rejection(
-                int(index[row]),
-                Reason.OUT_OF_RANGE,
-                f"{names[j]}={float(values[row, j])!r} outside [{profile.lower[j]}, {profile.upper[j]}]",
-            )
-        )
-    keep &= ~out
-    return rejects
-
-
 def decode_readings(raws: Sequence[bytes], profile: Profile) -> tuple[ReadingBatch, list[Rejection]]:
     """Decode and validate readings against ``profile`` into one columnar batch.
 
@@ -372,7 +329,27 @@ def decode_readings(raws: Sequence[bytes], profile: Profile) -> tuple[ReadingBat
                 rejects.append(Rejection(i, Reason.UNKNOWN_SIGNAL, f"signal {name!r} not in profile {profile.name}"))
                 break
             values[row, j] = value
-    rejects.extend(check_readings(ts, values, index, keep, profile))
+    # Vectorised checks over the whole batch.
+    finite = np.isfinite(ts)
+    bad = keep & ~finite
+    for row in np.flatnonzero(bad):
+        rejects.append(Rejection(int(index[row]), Reason.NON_FINITE, "ts is not finite"))
+    keep &= finite
+    with np.errstate(invalid="ignore"):
+        low = values < profile.lower
+        high = values > profile.upper
+    out = keep & (low | high).any(axis=1)
+    names = profile.signal_names
+    for row in np.flatnonzero(out):
+        j = int(np.flatnonzero(low[row] | high[row])[0])
+        rejects.append(
+            Rejection(
+                int(index[row]),
+                Reason.OUT_OF_RANGE,
+                f"{names[j]}={values[row, j]!r} outside [{profile.lower[j]}, {profile.upper[j]}]",
+            )
+        )
+    keep &= ~out
     batch = ReadingBatch(profile.signal_names, asset_id, ts, values, index)
     if not keep.all():
         batch = batch.take(keep)
