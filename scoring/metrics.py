@@ -58,6 +58,9 @@ LAG = Gauge(
     ["topic"],
 )
 MODEL = Info("motorwatch_scorer_model", "The model version the scorer is running.")
+MODEL_CREATED = Gauge(
+    "motorwatch_model_created_timestamp_seconds", "When the running model was trained (epoch s)."
+)
 RELOADS = Counter("motorwatch_scorer_model_reloads_total", "Hot reloads of a new model version.")
 
 for _p in PRIORITIES:

@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,7 @@ class Scorer:
         self._failed_version: str | None = None
         self._next_lag = 0.0
         self._suppressed_seen = 0
+        self._warned_empty = False
         self.scored = 0
 
     def _maybe_reload(self) -> None:
@@ -109,6 +111,9 @@ class Scorer:
             return
         self._next_check = now + self.config.reload_interval_s
         version = self.registry.latest_version()
+        if version is None and self.predictor is None and not self._warned_empty:
+            log.warning("the model registry has no model yet: waiting for one (nothing is consumed)")
+            self._warned_empty = True
         if version is None or version == self._failed_version:
             return
         if self.predictor is not None and version == self.predictor.version:
@@ -131,6 +136,9 @@ class Scorer:
         self.predictor = predictor
         self._getter = _getter(predictor.feature_names)
         metrics.MODEL.info({"version": predictor.version})
+        created = _created(self.registry, version)
+        if created is not None:
+            metrics.MODEL_CREATED.set(created)
         if old is not None:
             metrics.RELOADS.inc()
             log.info("hot reload: model %s -> %s", old.version, predictor.version)
@@ -364,22 +372,33 @@ class Scorer:
             dead_letter(self.producer, records, rejects, stage="scorer")
 
     def _update_lag(self) -> None:
-        """Consumer lag per input topic (when the bus can tell its end offsets), at most once a second."""
+        """Consumer lag per input topic and the top-K risk gauges, at most once a second.
+
+        Lag comes from the consumer's ``lag()`` when the bus offers one, else from the bus's
+        ``end_offsets`` (the in-process bus) and the offsets this scorer has consumed."""
         now = time.monotonic()
-        if self._end_offsets is None or now < self._next_lag:
+        if now < self._next_lag:
             return
         self._next_lag = now + 1.0
-        lag: dict[str, int] = {}
-        for topic, partition in self.consumer.assignment():
-            seen = self._position.get((topic, partition))
-            if seen is not None:
-                ends = self._end_offsets(topic)
-                lag[topic] = lag.get(topic, 0) + max(ends[partition] - seen, 0)
-        for topic, value in lag.items():
-            metrics.LAG.labels(topic=topic).set(value)
         if self.store is not None:
             n = len(self.store)
             metrics.set_top_risk(list(self.store.slot), self.last_risk[:n], self.config.top_k)
+        per_partition = getattr(self.consumer, "lag", None)
+        if per_partition is not None:
+            lags = per_partition()
+        elif self._end_offsets is not None:
+            lags = {}
+            for topic, partition in self.consumer.assignment():
+                seen = self._position.get((topic, partition))
+                if seen is not None:
+                    lags[(topic, partition)] = max(self._end_offsets(topic)[partition] - seen, 0)
+        else:
+            return
+        totals: dict[str, int] = {}
+        for (topic, _), value in lags.items():
+            totals[topic] = totals.get(topic, 0) + value
+        for topic, value in totals.items():
+            metrics.LAG.labels(topic=topic).set(value)
 
 
 @dataclass(slots=True)
@@ -401,3 +420,12 @@ def _getter(names: Sequence[str]):
     """A function that takes a features dict to its vector in ``names`` order (one C call)."""
     get = itemgetter(*names)
     return get if len(names) > 1 else (lambda d: (get(d),))
+
+
+def _created(registry: Any, version: str) -> float | None:
+    """Training time of ``version`` from its model card (epoch seconds), when the registry has cards."""
+    try:
+        stamp = registry.card(version).created
+        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except (AttributeError, OSError, ValueError):
+        return None

@@ -1,5 +1,42 @@
-"""`motorwatch alerts`."""
+"""`motorwatch alerts`: the open alerts from maintenance.alerts, once or live (`--follow`)."""
 
-from motorwatch.commands._pending import pending
+from __future__ import annotations
 
-cli = pending("alerts", "issue 6, scorer")
+import signal
+import threading
+
+import click
+
+from motorwatch.config import BusConfig, bus_options
+
+
+@click.command()
+@bus_options
+@click.option("--follow", is_flag=True, help="Keep the table live until Ctrl-C.")
+@click.option(
+    "--alertmanager",
+    metavar="URL",
+    default=None,
+    help="Also deliver the alerts to Alertmanager's v2 API at URL (e.g. http://127.0.0.1:9093).",
+)
+def cli(bus: BusConfig, follow: bool, alertmanager: str | None) -> None:
+    """Show the open alerts by priority (read from the start of maintenance.alerts)."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from scoring.sinks import AlertmanagerSink, follow_alerts, render
+
+    console = Console()
+    the_bus = bus.build()
+    sink = AlertmanagerSink(alertmanager) if alertmanager else None
+    stop = threading.Event()
+    try:
+        if not follow:
+            console.print(render(follow_alerts(the_bus, stop, follow=False, sink=sink)))
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        with Live(render(follow_alerts(the_bus, stop, follow=False, sink=sink)), console=console) as live:
+            follow_alerts(the_bus, stop, sink=sink, on_change=lambda board: live.update(render(board)))
+    finally:
+        the_bus.close()
