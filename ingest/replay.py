@@ -113,11 +113,14 @@ def replay(
             if math.isnan(first):
                 first = float(batch.ts[0])
             last = float(batch.ts[-1])
-            for start, end in _slices(batch.ts, send_rows, pace):
-                producer.send_batch(topic, encode_readings_columnar(_rows(batch, start, end)))
-                if after_send is not None:
-                    after_send()
-                published += end - start
+            for start, end in _due(batch.ts, pace):
+                messages = encode_readings_columnar(_rows(batch, start, end))
+                for i in range(0, len(messages), send_rows):
+                    part = messages[i : i + send_rows]
+                    producer.send_batch(topic, part)
+                    if after_send is not None:
+                        after_send()
+                    published += len(part)
                 bar.update(published + skipped.total())
         bar.update(published + skipped.total())
     producer.flush()
@@ -258,12 +261,11 @@ class _Pace:
         return t0 + (self.clock() - w0) * self.factor
 
 
-def _slices(ts: np.ndarray, send_rows: int, pace: _Pace | None) -> Iterator[tuple[int, int]]:
-    """``(start, end)`` row ranges to send in turn: at most ``send_rows``, and only readings now due."""
+def _due(ts: np.ndarray, pace: _Pace | None) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` row ranges to send in turn, each once it is due (at once when not paced)."""
     start, n = 0, len(ts)
     while start < n:
         end = n if pace is None else max(start + 1, int(np.searchsorted(ts, pace.due(ts[start]), "right")))
-        end = min(end, start + send_rows)
         yield start, end
         start = end
 

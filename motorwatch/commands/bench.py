@@ -19,6 +19,7 @@ from motorwatch.config import bus_options, BusConfig
 # stage -> "module:function". A stage not listed here has no benchmark yet.
 STAGES: dict[str, str] = {
     "bus": "ingest.bench:run",
+    "replay": "ingest.bench_replay:run",
 }
 
 
