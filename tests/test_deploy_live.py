@@ -178,7 +178,7 @@ def test_fleet_rule_alerts_reach_alertmanager_and_resolve(
     )
     assert alert["labels"] == {
         "alertname": "MotorwatchHighFailureRisk",
-        "severity": "critical",
+        "severity": "high",
         "component": "fleet",
         "priority": "high",
     }
@@ -199,30 +199,114 @@ def dashboard_queries() -> list[tuple[str, str, str]]:
     return found
 
 
-def names_in(expr: str) -> set[str]:
-    """Metric and recorded-series names an expression reads (label values and strings stripped)."""
+def rules(kind: str) -> dict[str, str]:
+    """Name -> expression of the shipped recording (``record``) or alerting (``alert``) rules."""
+    return {
+        rule[kind]: rule["expr"]
+        for path in sorted((PROM / "rules").glob("*.yml"))
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if kind in rule
+    }
+
+
+def metrics_read(expr: str) -> set[str]:
+    """The scraped metric names an expression reads, through recording rules (label values stripped)."""
     bare = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
-    return set(re.findall(r"\bmotorwatch[a-z0-9_:]*", bare))
+    names = set(re.findall(r"\bmotorwatch[a-z0-9_:]*", bare)) | (
+        {"up"} if re.search(r"\bup\{", bare) else set()
+    )
+    recorded = rules("record")
+    return {m for n in names for m in (metrics_read(recorded[n]) if n in recorded else {n})}
+
+
+def exported_names(prometheus: str) -> set[str]:
+    wait_for(lambda: vector(prometheus, "motorwatch:alerts_active:sum"), "the recording rules")
+    return set(http("GET", f"{prometheus}/api/v1/label/__name__/values")[1]["data"])
 
 
 def test_every_dashboard_query_parses_and_reads_exported_metrics(prometheus: str) -> None:
     queries = dashboard_queries()
     assert len(queries) >= 10
-    wait_for(lambda: vector(prometheus, "motorwatch:alerts_active:sum"), "the recording rules")
-    exported = set(http("GET", f"{prometheus}/api/v1/label/__name__/values")[1]["data"])
-    recorded = {
-        rule["record"]
-        for path in sorted((PROM / "rules").glob("*.yml"))
-        for group in yaml.safe_load(path.read_text())["groups"]
-        for rule in group["rules"]
-        if "record" in rule
-    }
+    exported = exported_names(prometheus)
     problems = []
     for dashboard, title, expr in queries:
         status, body = query(prometheus, expr.replace("$__rate_interval", "1m"))
         if status != 200:
             problems.append(f"{dashboard} / {title}: {body.get('error')}")
-        unknown = names_in(expr) - exported - recorded
-        if not names_in(expr) or unknown:
-            problems.append(f"{dashboard} / {title}: reads no exported motorwatch metric: {sorted(unknown)}")
+        read = metrics_read(expr)
+        if not read or read - exported:
+            problems.append(
+                f"{dashboard} / {title}: reads metrics motorwatch does not export: {read - exported}"
+            )
     assert not problems, "\n".join(problems)
+
+
+def test_every_rule_reads_metrics_motorwatch_exports(prometheus: str) -> None:
+    exported = exported_names(prometheus)
+    missing = {
+        name: metrics_read(expr) - exported
+        for kind in ("record", "alert")
+        for name, expr in rules(kind).items()
+    }
+    assert not {name: m for name, m in missing.items() if m}
+
+
+def publish_alerts(bus, *alerts) -> None:
+    from ingest import topics
+    from ingest.schemas import encode
+
+    producer = bus.producer()
+    producer.send_batch(topics.ALERTS, [(a.asset_id.encode(), encode(a)) for a in alerts])
+    producer.flush()
+
+
+def test_scorer_sink_alerts_reach_alertmanager_route_inhibit_and_resolve(alertmanager: str) -> None:
+    """The scorer's direct Alertmanager sink, fed from maintenance.alerts as `motorwatch alerts` feeds it."""
+    import threading
+
+    from ingest import topics
+    from ingest.inproc import InProcessBus
+    from ingest.schemas import Alert, Driver
+    from scoring.sinks import AlertBoard, AlertmanagerSink, follow_alerts
+
+    def alert(asset: str, state: str, priority: str, kind: str = "risk") -> Alert:
+        return Alert(
+            alert_id=f"{asset}-1", asset_id=asset, ts=1.7e9, state=state, priority=priority, kind=kind,
+            risk=0.9, rul=20.0, rul_unit="h", model_version="v0001",
+            drivers=[Driver(feature="vibration_mm_s_mean_1h", value=7.1, baseline=2.0, contribution=0.4)],
+        )  # fmt: skip
+
+    bus = InProcessBus()
+    bus.create_topics([topics.ALERTS], partitions=2)
+    board, sink, stop = AlertBoard(), AlertmanagerSink(alertmanager), threading.Event()
+
+    def deliver(*alerts: Alert) -> None:
+        publish_alerts(bus, *alerts)
+        follow_alerts(bus, stop, follow=False, sink=sink, board=board)
+
+    def in_am(asset: str) -> list[dict]:
+        return [
+            a for a in am_alerts(alertmanager, "MotorwatchFailureRisk") if a["labels"]["asset_id"] == asset
+        ]
+
+    deliver(alert("m00007", "raised", "high"), alert("m00008", "raised", "medium"))
+    (high,) = wait_for(lambda: in_am("m00007"), "the sink's alert in Alertmanager")
+    assert high["labels"] == {"alertname": "MotorwatchFailureRisk", "asset_id": "m00007", "kind": "risk",
+                              "severity": "high"}  # fmt: skip
+    assert high["receivers"] == [{"name": "maintenance-urgent"}]
+    assert high["status"]["state"] == "active"
+    assert "vibration_mm_s_mean_1h" in high["annotations"]["drivers"]
+    (medium,) = wait_for(lambda: in_am("m00008"), "the medium alert")
+    assert medium["receivers"] == [{"name": "maintenance"}]
+
+    # A fleet flood stands for the medium and low motor alerts (inhibit rule), not the high ones.
+    deliver(alert("fleet", "raised", "high", kind="flood"))
+    wait_for(lambda: [a for a in in_am("m00008") if a["status"]["state"] == "suppressed"], "inhibition")
+    assert in_am("m00007")[0]["status"]["state"] == "active"
+
+    deliver(alert("fleet", "cleared", "high", kind="flood"), alert("m00007", "cleared", "high"))
+    wait_for(lambda: not in_am("m00007") and not in_am("fleet"), "the cleared alerts to resolve")
+    wait_for(
+        lambda: [a for a in in_am("m00008") if a["status"]["state"] == "active"], "the inhibition to end"
+    )

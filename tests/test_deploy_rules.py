@@ -48,7 +48,7 @@ def test_every_alert_is_unit_tested_and_routable() -> None:
     }
     assert {a["alert"] for a in alerts} <= tested
     for alert in alerts:
-        assert alert["labels"]["severity"] in {"critical", "warning"}, alert["alert"]
+        assert alert["labels"]["severity"] in {"high", "medium"}, alert["alert"]
         assert alert["labels"]["component"] in {"fleet", "pipeline"}, alert["alert"]
         assert {"summary", "description"} <= alert["annotations"].keys(), alert["alert"]
 
@@ -68,25 +68,31 @@ def test_alertmanager_config_is_valid() -> None:
 @pytest.mark.parametrize(
     ("labels", "receiver"),
     [
-        # The scorer's direct sink: one alert per motor.
-        (["alertname=MotorwatchAssetRisk", "asset_id=m00042", "priority=high"], "maintenance-urgent"),
-        (["alertname=MotorwatchAssetRisk", "asset_id=m00042", "priority=low"], "maintenance"),
-        # Prometheus rules.
+        # The scorer's direct sink (scoring/sinks.py): one alert per motor, severity = priority.
         (
-            ["alertname=MotorwatchHighFailureRisk", "severity=critical", "component=fleet", "priority=high"],
+            ["alertname=MotorwatchFailureRisk", "asset_id=m00042", "kind=risk", "severity=high"],
             "maintenance-urgent",
         ),
-        (["alertname=MotorwatchAlertFlood", "severity=critical", "component=fleet"], "maintenance-urgent"),
+        (["alertname=MotorwatchFailureRisk", "asset_id=m00042", "kind=risk", "severity=low"], "maintenance"),
+        (
+            ["alertname=MotorwatchFailureRisk", "asset_id=fleet", "kind=flood", "severity=high"],
+            "maintenance-urgent",
+        ),
+        # Prometheus rules.
+        (
+            ["alertname=MotorwatchHighFailureRisk", "severity=high", "component=fleet", "priority=high"],
+            "maintenance-urgent",
+        ),
         (
             [
                 "alertname=MotorwatchMediumFailureRisk",
-                "severity=warning",
+                "severity=medium",
                 "component=fleet",
                 "priority=medium",
             ],
             "maintenance",
         ),
-        (["alertname=MotorwatchNoReadings", "severity=critical", "component=pipeline"], "pipeline-oncall"),
+        (["alertname=MotorwatchNoReadings", "severity=high", "component=pipeline"], "pipeline-oncall"),
     ],
 )
 def test_alerts_route_to_the_right_team(labels: list[str], receiver: str) -> None:
