@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 
 import numpy as np
 from prometheus_client import start_http_server
@@ -63,6 +64,7 @@ def tick(stop: threading.Event) -> None:
 
 def main() -> None:
     scorer.MODEL.info({"version": "v0001"})
+    scorer.MODEL_CREATED.set(time.time() - 86400)
     dead_letter_bad_readings()
     server, _ = start_http_server(0, addr="127.0.0.1")
     stop = threading.Event()
