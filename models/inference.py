@@ -1,0 +1,206 @@
+"""The fast Predictor: a trained bundle (two ONNX graphs + numpy blend) behind one batched call.
+
+``predict(last, seq)`` scores ``n`` rows at once: ``last`` (n, f) is each row's current feature vector
+(for the forest), ``seq`` (n, T, f) its last ``T`` vectors, oldest first (for the LSTM). Sequences of an
+asset seen for fewer than ``T`` emissions are left-padded by repeating its first vector
+(:mod:`models.sequences`, the training side does the same). NaN features are replaced by the training
+medians. Neither TensorFlow nor scikit-learn is imported: onnxruntime and numpy only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ingest.schemas import Driver
+from models.ensemble import Blend, Calibrator
+
+FOREST_FILE = "forest.onnx"
+LSTM_FILE = "lstm.onnx"
+ARRAYS_FILE = "arrays.npz"
+META_FILE = "model.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """Calibrated risk of failure within the horizon, and remaining useful life in ``rul_unit``."""
+
+    risk: np.ndarray
+    rul: np.ndarray
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """Everything serving needs, as written into a registry version directory."""
+
+    forest_onnx: bytes
+    lstm_onnx: bytes
+    feature_names: tuple[str, ...]
+    fingerprint: str
+    feature_spec: dict[str, Any]
+    seq_len: int
+    rul_unit: str
+    rul_cap: float
+    horizon: float
+    fill: np.ndarray  # per-feature training median, replaces NaN
+    baseline: np.ndarray  # per-feature median of healthy training rows (p_fail == 0)
+    scale: np.ndarray  # per-feature spread of healthy training rows
+    importance: np.ndarray  # forest classifier's feature importances
+    blend: Blend | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def with_blend(self, blend: Blend) -> ModelBundle:
+        from dataclasses import replace
+
+        return replace(self, blend=blend)
+
+    def write(self, directory: Path) -> None:
+        if self.blend is None:
+            raise ValueError("bundle has no fitted blend: fit the ensemble before saving")
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / FOREST_FILE).write_bytes(self.forest_onnx)
+        (directory / LSTM_FILE).write_bytes(self.lstm_onnx)
+        np.savez(
+            directory / ARRAYS_FILE,
+            fill=self.fill,
+            baseline=self.baseline,
+            scale=self.scale,
+            importance=self.importance,
+            calib_x=self.blend.calibrator.x,
+            calib_y=self.blend.calibrator.y,
+        )
+        meta = {
+            "feature_names": list(self.feature_names),
+            "fingerprint": self.fingerprint,
+            "feature_spec": self.feature_spec,
+            "seq_len": self.seq_len,
+            "rul_unit": self.rul_unit,
+            "rul_cap": self.rul_cap,
+            "horizon": self.horizon,
+            "risk_weight": self.blend.risk_weight,
+            "rul_weight": self.blend.rul_weight,
+            "calibration": self.blend.calibrator.method,
+            **self.extra,
+        }
+        (directory / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+    @classmethod
+    def read(cls, directory: Path) -> ModelBundle:
+        meta = json.loads((directory / META_FILE).read_text())
+        arr = np.load(directory / ARRAYS_FILE)
+        blend = Blend(
+            meta["risk_weight"],
+            meta["rul_weight"],
+            meta["rul_cap"],
+            Calibrator(arr["calib_x"], arr["calib_y"], meta["calibration"]),
+        )
+        known = {
+            "feature_names",
+            "fingerprint",
+            "feature_spec",
+            "seq_len",
+            "rul_unit",
+            "rul_cap",
+            "horizon",
+            "risk_weight",
+            "rul_weight",
+            "calibration",
+        }
+        return cls(
+            forest_onnx=(directory / FOREST_FILE).read_bytes(),
+            lstm_onnx=(directory / LSTM_FILE).read_bytes(),
+            feature_names=tuple(meta["feature_names"]),
+            fingerprint=meta["fingerprint"],
+            feature_spec=meta["feature_spec"],
+            seq_len=int(meta["seq_len"]),
+            rul_unit=meta["rul_unit"],
+            rul_cap=float(meta["rul_cap"]),
+            horizon=float(meta["horizon"]),
+            fill=arr["fill"],
+            baseline=arr["baseline"],
+            scale=arr["scale"],
+            importance=arr["importance"],
+            blend=blend,
+            extra={k: v for k, v in meta.items() if k not in known},
+        )
+
+
+def _session(model: bytes, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
+class Predictor:
+    """Batched scoring of a bundle. ``threads``: onnxruntime intra-op threads (1: one scorer per core)."""
+
+    def __init__(self, bundle: ModelBundle, version: str = "unsaved", threads: int = 1) -> None:
+        self.bundle = bundle
+        self.version = version
+        self.feature_names = bundle.feature_names
+        self.seq_len = bundle.seq_len
+        self.rul_unit = bundle.rul_unit
+        self._fill = bundle.fill.astype(np.float32)
+        self._forest = _session(bundle.forest_onnx, threads)
+        self._lstm = _session(bundle.lstm_onnx, threads)
+
+    def _clean(self, a: np.ndarray) -> np.ndarray:
+        a = np.asarray(a, dtype=np.float32)
+        nan = np.isnan(a)
+        return np.where(nan, self._fill, a) if nan.any() else a
+
+    def components(self, last: np.ndarray, seq: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Each model's own ``(p_fail, rul)`` before blending and calibration (for evaluation)."""
+        n, f = np.shape(last)
+        if f != len(self.feature_names) or np.shape(seq) != (n, self.seq_len, f):
+            raise ValueError(
+                f"expected last (n, {len(self.feature_names)}) and seq (n, {self.seq_len}, "
+                f"{len(self.feature_names)}), got {np.shape(last)} and {np.shape(seq)}"
+            )
+        if n == 0:
+            empty = np.zeros(0, np.float32)
+            return {"forest": (empty, empty), "lstm": (empty, empty)}
+        pf, rf = self._forest.run(None, {"x": self._clean(last)})
+        pl, rl = self._lstm.run(None, {"seq": self._clean(seq)})
+        return {"forest": (pf, rf), "lstm": (pl, rl)}
+
+    def predict(self, last: np.ndarray, seq: np.ndarray) -> Prediction:
+        """Calibrated ensemble risk and RUL for ``n`` rows."""
+        return self.combine(self.components(last, seq))
+
+    def combine(self, components: dict[str, tuple[np.ndarray, np.ndarray]]) -> Prediction:
+        """The ensemble's calibrated risk and RUL from :meth:`components`."""
+        blend = self.bundle.blend
+        if blend is None:
+            raise ValueError("this bundle has no fitted ensemble yet: only components() can score it")
+        (pf, rf), (pl, rl) = components["forest"], components["lstm"]
+        return Prediction(blend.risk(pf, pl), blend.rul(rf, rl))
+
+    def drivers(self, last: np.ndarray, k: int = 3) -> list[list[Driver]]:
+        """Top ``k`` features per row by contribution = forest importance x |deviation from healthy baseline|
+        in healthy standard deviations. Cheap (numpy over the given rows only): call it for alerting rows."""
+        x = self._clean(np.atleast_2d(last)).astype(np.float64)
+        b = self.bundle
+        contrib = b.importance * np.abs(x - b.baseline) / b.scale
+        top = np.argsort(-contrib, axis=1)[:, :k]
+        names = self.feature_names
+        return [
+            [
+                Driver(
+                    feature=names[j],
+                    value=float(x[i, j]),
+                    baseline=float(b.baseline[j]),
+                    contribution=float(contrib[i, j]),
+                )
+                for j in row
+            ]
+            for i, row in enumerate(top.tolist())
+        ]

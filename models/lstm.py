@@ -1,0 +1,235 @@
+"""The LSTM on the last ``T`` feature vectors of an asset, with two heads (``p_fail``, ``rul``).
+
+Training uses Keras 3 on TensorFlow (seeded, early stopping on the validation assets, losses that skip
+unknown labels). Serving does not need TensorFlow: :func:`to_onnx` writes the trained weights into an
+ONNX graph (standardisation, one ``LSTM`` operator, the dense heads) that onnxruntime runs in microseconds
+(tf2onnx is not available here; the graph is small enough to build directly, and a test checks it agrees
+with Keras). ``docs/benchmarks.md`` compares it with a compiled ``tf.function``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class LSTMConfig:
+    seq_len: int = 30
+    units: int = 48
+    dense: int = 32
+    dropout: float = 0.1
+    epochs: int = 40
+    batch_size: int = 256
+    learning_rate: float = 2e-3
+    patience: int = 5
+    max_sequences: int = 60_000  # training windows per epoch (sampled, seeded): bounds memory and time
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class LSTMWeights:
+    """Everything the ONNX export needs: standardisation and the layers' weights."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    kernel: np.ndarray  # (f, 4H), Keras gate order i, f, c, o
+    recurrent: np.ndarray  # (H, 4H)
+    bias: np.ndarray  # (4H,)
+    dense_w: np.ndarray
+    dense_b: np.ndarray
+    p_w: np.ndarray
+    p_b: np.ndarray
+    rul_w: np.ndarray
+    rul_b: np.ndarray
+    rul_cap: float
+
+
+def _masked_bce(pos_weight: float):
+    from keras import ops
+
+    def loss(y_true, y_pred):
+        known = ops.logical_not(ops.isnan(y_true))
+        y = ops.where(known, y_true, 0.0)
+        p = ops.clip(y_pred, 1e-6, 1 - 1e-6)
+        ll = -(pos_weight * y * ops.log(p) + (1 - y) * ops.log(1 - p))
+        m = ops.cast(known, "float32")
+        return ops.sum(ll * m) / ops.maximum(ops.sum(m), 1.0)
+
+    return loss
+
+
+def _masked_mse(y_true, y_pred):
+    from keras import ops
+
+    known = ops.logical_not(ops.isnan(y_true))
+    err = ops.where(known, y_true - y_pred, 0.0)
+    m = ops.cast(known, "float32")
+    return ops.sum(err * err) / ops.maximum(ops.sum(m), 1.0)
+
+
+def build(n_features: int, config: LSTMConfig, mean: np.ndarray, scale: np.ndarray):
+    """The Keras model: standardise -> LSTM -> dense -> (p in [0, 1], rul / cap)."""
+    import keras
+    from keras import layers
+
+    inp = keras.Input((config.seq_len, n_features), name="seq")
+    x = layers.Normalization(mean=mean, variance=scale**2, name="standardise")(inp)
+    x = layers.LSTM(config.units, name="lstm")(x)
+    x = layers.Dropout(config.dropout, seed=config.seed)(x)
+    x = layers.Dense(config.dense, activation="relu", name="dense")(x)
+    p = layers.Dense(1, activation="sigmoid", name="p")(x)
+    rul = layers.Dense(1, name="rul")(x)
+    return keras.Model(inp, {"p": p, "rul": rul})
+
+
+def fit(
+    values: np.ndarray,
+    train_index: np.ndarray,
+    train_p: np.ndarray,
+    train_rul: np.ndarray,
+    val_index: np.ndarray,
+    val_p: np.ndarray,
+    val_rul: np.ndarray,
+    rul_cap: float,
+    config: LSTMConfig,
+    verbose: int = 0,
+) -> tuple[LSTMWeights, dict[str, object]]:
+    """Train on windows ``values[train_index]`` ((n, T) indices into the frame); early-stop on validation.
+
+    Labels: ``p`` in {0, 1, NaN}, ``rul`` in RUL units or NaN (unknown: excluded from that head's loss).
+    Returns the weights and a history summary (epochs run, best validation loss).
+    """
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(config.seed)
+    tf.config.experimental.enable_op_determinism()
+    rows = np.unique(train_index)
+    finite = values[rows]
+    mean = np.nanmean(finite, axis=0).astype(np.float32)
+    scale = np.nanstd(finite, axis=0).astype(np.float32)
+    scale = np.where(scale > 1e-6, scale, 1.0).astype(np.float32)
+    known = ~np.isnan(train_p)
+    positives = float(np.nansum(train_p))
+    pos_weight = float(np.clip((known.sum() - positives) / max(positives, 1.0), 1.0, 50.0))
+
+    model = build(values.shape[1], config, mean, scale)
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=1.0),
+        loss={"p": _masked_bce(pos_weight), "rul": _masked_mse},
+        jit_compile=False,
+    )
+    seqs = _dataset(values, train_index, train_p, train_rul / rul_cap, config, shuffle=True)
+    val = _dataset(values, val_index, val_p, val_rul / rul_cap, config, shuffle=False)
+    stop = keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True)
+    hist = model.fit(
+        seqs, validation_data=val, epochs=config.epochs, callbacks=[stop], verbose=verbose, shuffle=False
+    )  # the dataset shuffles itself, seeded
+    lstm = model.get_layer("lstm")
+    kernel, recurrent, bias = (w.astype(np.float32) for w in lstm.get_weights())
+    dw, db = model.get_layer("dense").get_weights()
+    pw, pb = model.get_layer("p").get_weights()
+    rw, rb = model.get_layer("rul").get_weights()
+    weights = LSTMWeights(mean, scale, kernel, recurrent, bias, dw, db, pw, pb, rw, rb, float(rul_cap))
+    losses = hist.history.get("val_loss", [float("nan")])
+    return weights, {
+        "epochs_run": len(losses),
+        "best_val_loss": float(np.nanmin(losses)),
+        "pos_weight": pos_weight,
+    }
+
+
+def _dataset(values, index, p, rul, config: LSTMConfig, shuffle: bool):
+    """A ``tf.data`` pipeline gathering windows by index, so memory holds one batch of windows at a time."""
+    import tensorflow as tf
+
+    table = tf.constant(values.astype(np.float32))
+    ds = tf.data.Dataset.from_tensor_slices(
+        (index.astype(np.int64), {"p": p.astype(np.float32)[:, None], "rul": rul.astype(np.float32)[:, None]})
+    )
+    if shuffle:
+        ds = ds.shuffle(len(index), seed=config.seed, reshuffle_each_iteration=True)
+    ds = ds.batch(config.batch_size).map(lambda i, y: (tf.gather(table, i), y))
+    return ds.prefetch(2)
+
+
+def keras_model(weights: LSTMWeights, config: LSTMConfig):
+    """A Keras model carrying ``weights`` (for the parity test and the tf.function benchmark)."""
+    model = build(weights.kernel.shape[0], config, weights.mean, weights.scale)
+    model.get_layer("lstm").set_weights([weights.kernel, weights.recurrent, weights.bias])
+    model.get_layer("dense").set_weights([weights.dense_w, weights.dense_b])
+    model.get_layer("p").set_weights([weights.p_w, weights.p_b])
+    model.get_layer("rul").set_weights([weights.rul_w, weights.rul_b])
+    return model
+
+
+def _onnx_gates(a: np.ndarray, hidden: int) -> np.ndarray:
+    """Reorder the last axis from Keras gate order (i, f, c, o) to ONNX's (i, o, f, c)."""
+    i, f, c, o = (a[..., k * hidden : (k + 1) * hidden] for k in range(4))
+    return np.concatenate([i, o, f, c], axis=-1)
+
+
+def to_onnx(weights: LSTMWeights, seq_len: int) -> bytes:
+    """The network as ONNX: input ``seq`` (n, T, f) float32 -> ``p`` (n,), ``rul`` (n,) in RUL units."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    n_features = weights.kernel.shape[0]
+    hidden = weights.recurrent.shape[0]
+    w = _onnx_gates(weights.kernel, hidden).T[None]  # (1, 4H, f)
+    r = _onnx_gates(weights.recurrent, hidden).T[None]  # (1, 4H, H)
+    b = np.concatenate([_onnx_gates(weights.bias, hidden), np.zeros(4 * hidden, np.float32)])[None]
+
+    def const(name: str, arr: np.ndarray):
+        return numpy_helper.from_array(np.asarray(arr, dtype=np.float32), name)
+
+    inits = [
+        const("mean", weights.mean),
+        const("inv_scale", 1.0 / weights.scale),
+        const("W", w),
+        const("R", r),
+        const("B", b),
+        const("dense_w", weights.dense_w),
+        const("dense_b", weights.dense_b),
+        const("p_w", weights.p_w),
+        const("p_b", weights.p_b),
+        const("rul_w", weights.rul_w * weights.rul_cap),
+        const("rul_b", weights.rul_b * weights.rul_cap),
+        numpy_helper.from_array(np.array([0], dtype=np.int64), "axis0"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
+    ]
+    nodes = [
+        helper.make_node("Sub", ["seq", "mean"], ["centred"]),
+        helper.make_node("Mul", ["centred", "inv_scale"], ["z"]),
+        helper.make_node("Transpose", ["z"], ["z_tnf"], perm=[1, 0, 2]),
+        helper.make_node("LSTM", ["z_tnf", "W", "R", "B"], ["", "h_last"], hidden_size=hidden),
+        helper.make_node("Squeeze", ["h_last", "axis0"], ["h"]),
+        helper.make_node("MatMul", ["h", "dense_w"], ["d0"]),
+        helper.make_node("Add", ["d0", "dense_b"], ["d1"]),
+        helper.make_node("Relu", ["d1"], ["d"]),
+        helper.make_node("MatMul", ["d", "p_w"], ["p0"]),
+        helper.make_node("Add", ["p0", "p_b"], ["p1"]),
+        helper.make_node("Sigmoid", ["p1"], ["p2"]),
+        helper.make_node("Squeeze", ["p2", "axis1"], ["p"]),
+        helper.make_node("MatMul", ["d", "rul_w"], ["r0"]),
+        helper.make_node("Add", ["r0", "rul_b"], ["r1"]),
+        helper.make_node("Squeeze", ["r1", "axis1"], ["rul"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "lstm",
+        [helper.make_tensor_value_info("seq", TensorProto.FLOAT, [None, seq_len, n_features])],
+        [
+            helper.make_tensor_value_info("p", TensorProto.FLOAT, [None]),
+            helper.make_tensor_value_info("rul", TensorProto.FLOAT, [None]),
+        ],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model.SerializeToString()

@@ -1,0 +1,221 @@
+"""Trained models end to end on tiny data: ONNX parity, the Predictor contract, the registry, the card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.spec import FeatureSpec
+from ingest.profiles import load_profile
+from ingest.schemas import Driver
+from models import forest, lstm
+from models.card import CARD_FILE
+from models.dataset import LabelledLog
+from models.inference import Predictor
+from models.labels import LabelConfig, make_labels
+from models.registry import LATEST, Registry, SpecMismatchError
+from models.sequences import windows
+from models.training import TrainConfig, fit
+
+PROFILE = load_profile("cmapss")
+SPEC = FeatureSpec.from_profile(PROFILE)
+TINY = TrainConfig(
+    forest=forest.ForestConfig(n_estimators=5, max_depth=6, n_jobs=1),
+    lstm=lstm.LSTMConfig(seq_len=8, units=4, dense=4, epochs=1, batch_size=256),
+    truncations=1,
+)
+
+
+def synthetic_log(n_assets: int = 30, seed: int = 0) -> LabelledLog:
+    """Run-to-failure assets whose features drift with wear (plus noise), failing at their last cycle."""
+    rng = np.random.default_rng(seed)
+    f = len(SPEC.names)
+    loading = rng.normal(size=f)
+    aid, ts, vals, fails = [], [], [], []
+    for a in range(n_assets):
+        life = int(rng.integers(60, 90))
+        t = np.arange(1, life + 1, dtype=float)
+        wear = (t / life) ** 2
+        vals.append(wear[:, None] * loading * 3 + rng.normal(size=(life, f)))
+        aid += [str(a + 1)] * life
+        ts.append(t)
+        fails.append((str(a + 1), float(life), "failure"))
+    events = pd.DataFrame(fails, columns=["asset_id", "ts", "kind"])
+    asset_id, t_all = np.array(aid, dtype=object), np.concatenate(ts)
+    values = np.concatenate(vals).astype(np.float32)
+    values[::17, 3] = np.nan  # undefined features happen (e.g. a slope over one reading)
+    labels = make_labels(asset_id, t_all, events, LabelConfig.from_profile(PROFILE))
+    return LabelledLog(asset_id, t_all, values, labels, events, SPEC.names)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    ds = synthetic_log()
+    return ds, fit(ds, PROFILE, SPEC, TINY, {"synthetic.txt": "0" * 64}, log=lambda *_: None)
+
+
+def _inputs(ds: LabelledLog, n: int, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+    rows = np.arange(n)
+    return ds.values[rows], windows(ds.values, ds.asset_id, rows, seq_len)
+
+
+def test_onnx_forest_agrees_with_scikit_learn() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 6)).astype(np.float32)
+    cfg = forest.ForestConfig(n_estimators=7, max_depth=5, n_jobs=1)
+    clf = forest.fit_classifier(x, (x[:, 0] > 0.3).astype(float), cfg)
+    reg = forest.fit_regressor(x, 50 + 10 * x[:, 1], cfg)
+    import onnxruntime as ort
+
+    p, r = ort.InferenceSession(forest.to_onnx(clf, reg, 6)).run(None, {"x": x})
+    np.testing.assert_allclose(p, clf.predict_proba(x)[:, 1], atol=1e-5)
+    np.testing.assert_allclose(r, reg.predict(x), rtol=1e-5, atol=1e-3)
+
+
+def test_onnx_lstm_agrees_with_keras(trained) -> None:
+    ds, result = trained
+    weights = lstm.LSTMWeights(
+        *[np.asarray(v) if isinstance(v, np.ndarray) else v for v in _weights_of(result)]
+    )
+    model = lstm.keras_model(weights, TINY.lstm)
+    last, seq = _inputs(ds, 50, TINY.lstm.seq_len)
+    seq = np.nan_to_num(seq)
+    out = model(seq, training=False)
+    p, r = Predictor(result.bundle).components(last, seq)["lstm"]
+    np.testing.assert_allclose(p, np.asarray(out["p"])[:, 0], atol=1e-5)
+    np.testing.assert_allclose(r, np.asarray(out["rul"])[:, 0] * 125.0, rtol=1e-4, atol=1e-3)
+
+
+def _weights_of(result):
+    """Read the LSTM weights back out of the exported ONNX graph (the test checks that graph)."""
+    import onnx
+    from onnx import numpy_helper
+
+    g = onnx.load_from_string(result.bundle.lstm_onnx).graph
+    init = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    hidden = init["R"].shape[2]
+
+    def keras_order(a):  # ONNX (i, o, f, c) -> Keras (i, f, c, o) on the last axis
+        i, o, f, c = (a[..., k * hidden : (k + 1) * hidden] for k in range(4))
+        return np.concatenate([i, f, c, o], axis=-1)
+
+    cap = 125.0
+    return (
+        init["mean"], 1.0 / init["inv_scale"], keras_order(init["W"][0].T), keras_order(init["R"][0].T),
+        keras_order(init["B"][0][: 4 * hidden]), init["dense_w"], init["dense_b"], init["p_w"], init["p_b"],
+        init["rul_w"] / cap, init["rul_b"] / cap, cap,
+    )  # fmt: skip
+
+
+def test_predictor_contract_shapes_ranges_and_batch_of_one(trained) -> None:
+    ds, result = trained
+    pred = Predictor(result.bundle, version="v0042")
+    assert pred.version == "v0042" and pred.feature_names == SPEC.names and pred.seq_len == 8
+    assert pred.rul_unit == "cycle"
+    last, seq = _inputs(ds, 300, pred.seq_len)
+    out = pred.predict(last, seq)
+    assert out.risk.shape == (300,) and out.rul.shape == (300,)
+    assert np.all((out.risk >= 0) & (out.risk <= 1)) and np.all((out.rul >= 0) & (out.rul <= 125))
+    assert np.isfinite(out.risk).all()  # NaN features are imputed, never propagated
+    one = pred.predict(last[5:6], seq[5:6])
+    assert one.risk[0] == pytest.approx(out.risk[5], abs=1e-6)
+    assert pred.predict(last[:0], seq[:0]).risk.shape == (0,)
+    with pytest.raises(ValueError, match="expected last"):
+        pred.predict(last, seq[:, :3])
+
+
+def test_risk_rises_towards_failure(trained) -> None:
+    ds, result = trained
+    pred = Predictor(result.bundle)
+    rows = np.flatnonzero(np.isin(ds.asset_id, np.array(result.split.test, dtype=object)))
+    out = pred.predict(ds.values[rows], windows(ds.values, ds.asset_id, rows, pred.seq_len))
+    p = ds.labels.p_fail[rows]
+    assert out.risk[p == 1].mean() > out.risk[p == 0].mean() + 0.2
+    assert out.rul[p == 1].mean() < out.rul[p == 0].mean()
+
+
+def test_drivers_name_the_important_feature_that_moved_from_its_baseline(trained) -> None:
+    _, result = trained
+    b = result.bundle
+    pred = Predictor(b)
+    top = int(np.argmax(b.importance))
+    x = b.baseline.copy()[None].astype(np.float32)
+    x[0, top] += 10 * b.scale[top]
+    drivers = pred.drivers(np.vstack([x, b.baseline[None]]), k=3)
+    assert len(drivers) == 2 and all(len(d) == 3 and isinstance(d[0], Driver) for d in drivers)
+    first = drivers[0][0]
+    assert first.feature == SPEC.names[top] and first.baseline == pytest.approx(b.baseline[top])
+    assert first.value == pytest.approx(x[0, top], rel=1e-5) and first.contribution > 0
+
+
+def test_registry_versions_latest_and_reload(tmp_path: Path, trained) -> None:
+    ds, result = trained
+    reg = Registry(tmp_path / "reg")
+    assert reg.versions() == [] and reg.latest_version() is None
+    assert reg.save(result.bundle, result.card) == "v0001"
+    assert reg.save(result.bundle, result.card) == "v0002"
+    assert reg.versions() == ["v0001", "v0002"] and reg.latest_version() == "v0002"
+    assert (tmp_path / "reg" / LATEST).read_text().strip() == "v0002"
+    assert not [p for p in (tmp_path / "reg").iterdir() if p.name.startswith(".")]  # no temp left behind
+    loaded = reg.load(spec=SPEC)
+    assert loaded.version == "v0002"
+    last, seq = _inputs(ds, 64, loaded.seq_len)
+    np.testing.assert_allclose(
+        loaded.predict(last, seq).risk, Predictor(result.bundle).predict(last, seq).risk
+    )
+    assert reg.load("v0001").version == "v0001"
+    with pytest.raises(FileNotFoundError):
+        reg.load("v0099")
+
+
+def test_registry_refuses_a_different_feature_spec(tmp_path: Path, trained) -> None:
+    _, result = trained
+    reg = Registry(tmp_path)
+    reg.save(result.bundle, result.card)
+    other = FeatureSpec.from_profile(load_profile("motor"))
+    with pytest.raises(SpecMismatchError, match="feature spec"):
+        reg.load(spec=other)
+
+
+def test_a_failed_save_leaves_no_version_and_keeps_latest(tmp_path: Path, trained) -> None:
+    _, result = trained
+    reg = Registry(tmp_path)
+    reg.save(result.bundle, result.card)
+    broken = result.bundle.__class__(**{**result.bundle.__dict__, "blend": None})
+    with pytest.raises(ValueError, match="blend"):
+        reg.save(broken, result.card)
+    assert reg.versions() == ["v0001"] and reg.latest_version() == "v0001"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_model_card_records_what_the_brief_asks(tmp_path: Path, trained) -> None:
+    _, result = trained
+    reg = Registry(tmp_path)
+    v = reg.save(result.bundle, result.card)
+    card = json.loads((tmp_path / v / CARD_FILE).read_text())
+    assert card["version"] == v and card["profile"] == "cmapss"
+    assert card["fingerprint"] == SPEC.fingerprint() and card["feature_spec"]["names"] == list(SPEC.names)
+    assert card["data_files"] == {"synthetic.txt": "0" * 64}
+    assert {"tensorflow", "scikit-learn", "onnxruntime", "numpy"} <= set(card["libraries"])
+    assert card["training_time_s"] > 0
+    assert card["params"]["forest"]["n_estimators"] == 5 and card["params"]["labels"]["rul_cap"] == 125.0
+    split = card["split"]
+    assert set(split["train"]).isdisjoint(split["test"]) and set(split["validation"]).isdisjoint(
+        split["test"]
+    )
+    assert len(split["train"]) + len(split["validation"]) + len(split["test"]) == 30
+    test = card["metrics"]
+    for model in ("forest", "lstm", "ensemble"):
+        assert {"pr_auc", "roc_auc", "brier", "precision", "recall", "f1"} <= set(
+            test[model]["classification"]
+        )
+        assert {"rmse", "mae", "nasa_score"} <= set(test[model]["rul"])
+        assert "lead_quantiles" in test[model]["alerts"]
+    assert (
+        test["truncated"]["cuts"] == len(split["test"])
+        and "matches_or_beats" in test["ensemble_vs_best_single"]
+    )
