@@ -149,10 +149,14 @@ def encode_many(messages: Sequence[msgspec.Struct]) -> list[bytes]:
     return [enc(m) for m in messages]
 
 
-def _strict(cls: type[M]) -> type[msgspec.Struct]:
-    """The decode twin of a message type: same fields, but ``v`` is required."""
+def _strict(cls: type[M], **types: object) -> type[msgspec.Struct]:
+    """The decode twin of a message type: same fields (``types`` overrides some field types), but
+    ``v`` is required and must be :data:`SCHEMA_VERSION`, so msgspec checks it in the batch call."""
+    types["v"] = Literal[SCHEMA_VERSION]
     fields = [
-        (f.name, f.type) if f.name == "v" or f.required else (f.name, f.type, f.default)
+        (f.name, types.get(f.name, f.type))
+        if f.name == "v" or f.required
+        else (f.name, types.get(f.name, f.type), f.default)
         for f in msgspec.structs.fields(cls)
     ]
     return msgspec.defstruct(f"{cls.__name__}In", fields, kw_only=True)
@@ -196,27 +200,26 @@ def _classify(raw: bytes, exc: Exception) -> tuple[Reason, str]:
         return Reason.WRONG_VERSION, f"schema version {v}, expected {SCHEMA_VERSION}"
     if "missing required field" in text:
         return Reason.MISSING_FIELD, text
+    if "unknown field" in text:  # only a reading's values forbid unknown names: its signals
+        return Reason.UNKNOWN_SIGNAL, text
     if "Expected `float`, got `null`" in text or "Number out of range" in text:
         return Reason.NON_FINITE, text
     return Reason.INVALID_TYPE, text
 
 
 class _Codec:
-    """Batch decoder for one message type: one C call for a clean batch, per message otherwise."""
+    """Batch decoder for one decode twin: one C call for a clean batch, per message otherwise."""
 
-    def __init__(self, cls: type[M]) -> None:
-        self.cls = cls
-        self.strict = _strict(cls)
-        self.one = msgspec.json.Decoder(self.strict)
-        self.many = msgspec.json.Decoder(list[self.strict])
+    def __init__(self, strict: type[msgspec.Struct]) -> None:
+        self.one = msgspec.json.Decoder(strict)
+        self.many = msgspec.json.Decoder(list[strict])
 
     def decode(self, raws: Sequence[bytes]) -> tuple[list[tuple[int, msgspec.Struct]], list[Rejection]]:
         try:
             # A clean batch (the common case) decodes in one call over a JSON array.
             items = self.many.decode(b"[" + b",".join(raws) + b"]") if raws else []
             if len(items) == len(raws):
-                pairs = list(enumerate(items))
-                return self._check_versions(pairs)
+                return list(enumerate(items)), []
         except msgspec.DecodeError:
             pass
         pairs, rejects = [], []
@@ -226,23 +229,26 @@ class _Codec:
             except msgspec.DecodeError as exc:
                 reason, detail = _classify(raw, exc)
                 rejects.append(Rejection(i, reason, detail))
-        ok, bad_version = self._check_versions(pairs)
-        return ok, sorted(rejects + bad_version, key=lambda r: r.index)
-
-    @staticmethod
-    def _check_versions(pairs):
-        ok = [(i, m) for i, m in pairs if m.v == SCHEMA_VERSION]
-        if len(ok) == len(pairs):
-            return pairs, []
-        bad = [
-            Rejection(i, Reason.WRONG_VERSION, f"schema version {m.v}, expected {SCHEMA_VERSION}")
-            for i, m in pairs
-            if m.v != SCHEMA_VERSION
-        ]
-        return ok, bad
+        return pairs, rejects
 
 
 _CODECS: dict[type, _Codec] = {}
+_READING_CODECS: dict[tuple[str, ...], _Codec] = {}
+
+
+def _reading_codec(profile: Profile) -> _Codec:
+    """A reading twin whose ``values`` is a struct of the profile's signals: msgspec rejects unknown
+    signals and fills absent ones with NaN, so the batch needs no Python loop over signals."""
+    names = profile.signal_names
+    codec = _READING_CODECS.get(names)
+    if codec is None:
+        fields = [(f"s{j}", float, math.nan) for j in range(len(names))]
+        values = msgspec.defstruct(
+            "ValuesIn", fields, rename=dict(zip((f for f, *_ in fields), names, strict=True)),
+            kw_only=True, forbid_unknown_fields=True, gc=False,
+        )  # fmt: skip
+        codec = _READING_CODECS[names] = _Codec(_strict(Reading, values=values))
+    return codec
 
 
 def decode_many(raws: Sequence[bytes], cls: type[M]) -> tuple[list[tuple[int, msgspec.Struct]], list[Rejection]]:
@@ -251,7 +257,7 @@ def decode_many(raws: Sequence[bytes], cls: type[M]) -> tuple[list[tuple[int, ms
     Messages come back as ``cls``'s decode twin (same fields and attribute names)."""
     codec = _CODECS.get(cls)
     if codec is None:
-        codec = _CODECS[cls] = _Codec(cls)
+        codec = _CODECS[cls] = _Codec(_strict(cls))
     return codec.decode(raws)
 
 
@@ -309,26 +315,16 @@ def decode_readings(raws: Sequence[bytes], profile: Profile) -> tuple[ReadingBat
 
     Every input is either a row of the batch (``batch.index``) or a :class:`Rejection`.
     """
-    pairs, rejects = decode_many(raws, Reading)
-    col = profile.signal_index
-    k = len(col)
+    pairs, rejects = _reading_codec(profile).decode(raws)
     n = len(pairs)
-    values = np.full((n, k), np.nan)
-    ts = np.empty(n)
-    asset_id: list[str] = []
-    index = np.empty(n, dtype=np.int64)
+    index = np.fromiter((i for i, _ in pairs), np.int64, n)
+    messages = [m for _, m in pairs]
+    asset_id = [m.asset_id for m in messages]
+    ts = np.fromiter((m.ts for m in messages), np.float64, n)
+    astuple = msgspec.structs.astuple
+    values = np.array([astuple(m.values) for m in messages], dtype=np.float64)
+    values = values.reshape(n, len(profile.signals))
     keep = np.ones(n, dtype=bool)
-    for row, (i, m) in enumerate(pairs):
-        index[row] = i
-        ts[row] = m.ts
-        asset_id.append(m.asset_id)
-        for name, value in m.values.items():
-            j = col.get(name)
-            if j is None:
-                keep[row] = False
-                rejects.append(Rejection(i, Reason.UNKNOWN_SIGNAL, f"signal {name!r} not in profile {profile.name}"))
-                break
-            values[row, j] = value
     # Vectorised checks over the whole batch.
     finite = np.isfinite(ts)
     bad = keep & ~finite
