@@ -1,0 +1,153 @@
+"""Bucket aggregates and the statistics computed from them: the arithmetic both engines share.
+
+A bucket of one signal is 5 numbers: count, sum, sum of squares, min, max (``BUCKET``). A window is
+the sum of its buckets plus three position moments for the least-squares slope (``WINDOW``): with
+``j = bucket id - first bucket id of the window``, ``NJ = sum(n*j)``, ``NJJ = sum(n*j*j)``,
+``SJ = sum(sum*j)``. Values are stored shifted by the asset's first value of the signal, so sums of
+squares do not lose the variance to cancellation.
+
+Statistics (per window, at the emitting reading):
+
+- ``mean``, ``std`` (population), ``min``, ``max`` of the readings in the window;
+- ``slope``: least squares of value against time, each reading placed at its bucket (per time unit);
+- ``zscore``: ``(mean - baseline mean) / baseline std``; the baseline is the asset's first
+  ``baseline_n`` values (NaN until it has them);
+- ``rise_per``: ``(mean(signal) - baseline mean(signal)) / mean(per)``.
+
+>>> import numpy as np
+>>> b = bucket_moments(np.array([[1.0], [3.0]]))
+>>> b[:, 0].tolist()
+[[1.0, 1.0, 1.0, 1.0, 1.0], [1.0, 3.0, 9.0, 3.0, 3.0]]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from features.spec import FeatureSpec
+
+# Bucket fields.
+N, S, Q, MN, MX = range(5)
+BUCKET = 5
+# Window fields: the bucket sums, then the position moments.
+W_N, W_S, W_Q, W_MN, W_MX, W_NJ, W_NJJ, W_SJ = range(8)
+WINDOW = 8
+
+EMPTY_BUCKET = np.array([0.0, 0.0, 0.0, np.inf, -np.inf])
+
+
+def bucket_moments(x: np.ndarray) -> np.ndarray:
+    """Per-reading bucket contributions ``(rows, signals, BUCKET)`` of values ``x`` (NaN = missing)."""
+    present = ~np.isnan(x)
+    x0 = np.where(present, x, 0.0)
+    out = np.empty((*x.shape, BUCKET))
+    out[..., N] = present
+    out[..., S] = x0
+    out[..., Q] = x0 * x0
+    out[..., MN] = np.where(present, x, np.inf)
+    out[..., MX] = np.where(present, x, -np.inf)
+    return out
+
+
+def merge_into(acc: np.ndarray, part: np.ndarray) -> None:
+    """``acc += part`` for bucket aggregates (sums add, min/max combine), in place."""
+    acc[..., :MN] += part[..., :MN]
+    np.minimum(acc[..., MN], part[..., MN], out=acc[..., MN])
+    np.maximum(acc[..., MX], part[..., MX], out=acc[..., MX])
+
+
+def empty_window(shape: tuple[int, ...]) -> np.ndarray:
+    out = np.zeros((*shape, WINDOW))
+    out[..., W_MN] = np.inf
+    out[..., W_MX] = -np.inf
+    return out
+
+
+def add_bucket(win: np.ndarray, bucket: np.ndarray, j: np.ndarray | float) -> None:
+    """Add ``bucket`` aggregates at window position ``j`` (broadcast over signals) to ``win``, in place."""
+    j = np.asarray(j, dtype=np.float64)
+    if j.ndim:
+        j = j[..., None]
+    n = bucket[..., N]
+    win[..., W_N] += n
+    win[..., W_S] += bucket[..., S]
+    win[..., W_Q] += bucket[..., Q]
+    np.minimum(win[..., W_MN], bucket[..., MN], out=win[..., W_MN])
+    np.maximum(win[..., W_MX], bucket[..., MX], out=win[..., W_MX])
+    win[..., W_NJ] += n * j
+    win[..., W_NJJ] += n * j * j
+    win[..., W_SJ] += bucket[..., S] * j
+
+
+@dataclass(slots=True)
+class Inputs:
+    """Everything a feature vector is computed from, for ``m`` emitting readings (signals in
+    ``spec.used_signals`` order; windowed values shifted by ``shift``)."""
+
+    windows: Mapping[str, np.ndarray]  # window name -> (m, signals, WINDOW)
+    shift: np.ndarray  # (m, signals)
+    last: np.ndarray  # (m, signals) raw value, NaN if none inside the first window
+    ewma: np.ndarray  # (m, signals) shifted
+    base_mean: np.ndarray  # (m, signals) shifted, NaN until the baseline is complete
+    base_std: np.ndarray  # (m, signals)
+    ts: np.ndarray  # (m,)
+    maintained_at: np.ndarray  # (m,) last maintenance at or before ts, NaN if none
+
+
+def compute(spec: FeatureSpec, inp: Inputs) -> np.ndarray:
+    """The ``(m, len(spec.names))`` feature matrix. NaN where a feature is undefined."""
+    col = {s: i for i, s in enumerate(spec.used_signals)}
+    widths = {w.name: w.width for w in spec.windows}
+    m = len(inp.ts)
+    out = np.empty((m, len(spec.features)))
+    cache: dict[tuple[str, str], np.ndarray] = {}
+
+    def mean(window: str, signal: str) -> np.ndarray:
+        key = (window, signal)
+        if key not in cache:
+            agg = inp.windows[window][:, col[signal]]
+            cache[key] = agg[:, W_S] / agg[:, W_N]
+        return cache[key]
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for f, feat in enumerate(spec.features):
+            kind, c = feat.kind, col.get(feat.signal, 0)
+            if kind == "last":
+                out[:, f] = inp.last[:, c]
+            elif kind == "ewma":
+                out[:, f] = inp.ewma[:, c] + inp.shift[:, c]
+            elif kind == "since_maintenance":
+                out[:, f] = inp.ts - inp.maintained_at
+            elif kind == "rise_per":
+                rise = mean(feat.window, feat.signal) - inp.base_mean[:, c]
+                per = mean(feat.window, feat.other) + inp.shift[:, col[feat.other]]
+                out[:, f] = np.where(np.abs(per) > 1e-9, rise / per, np.nan)
+            else:
+                agg = inp.windows[feat.window][:, c]
+                out[:, f] = _window_stat(
+                    kind, agg, mean(feat.window, feat.signal), inp, c, widths[feat.window]
+                )
+    return out
+
+
+def _window_stat(kind: str, agg: np.ndarray, mu: np.ndarray, inp: Inputs, c: int, width: float) -> np.ndarray:
+    n = agg[:, W_N]
+    empty = n == 0
+    if kind == "mean":
+        return mu + inp.shift[:, c]
+    if kind == "std":
+        return np.sqrt(np.maximum(agg[:, W_Q] / n - mu * mu, 0.0))
+    if kind in ("min", "max"):
+        v = agg[:, W_MN if kind == "min" else W_MX] + inp.shift[:, c]
+        return np.where(empty, np.nan, v)
+    if kind == "slope":
+        sj, njj, nj = agg[:, W_SJ], agg[:, W_NJJ], agg[:, W_NJ]
+        den = n * njj - nj * nj  # 0 when every reading sits in one bucket
+        return np.where(den > 0.5, (n * sj - nj * agg[:, W_S]) / den / width, np.nan)
+    if kind == "zscore":
+        sd = inp.base_std[:, c]
+        return np.where(sd > 1e-12, (mu - inp.base_mean[:, c]) / sd, np.nan)
+    raise ValueError(f"unknown window statistic {kind!r}")
