@@ -36,8 +36,9 @@ from ingest.schemas import (
     encode,
     encode_readings_columnar,
 )
+from simulator.faults import Delivered
 from simulator.fleet import Fleet
-from simulator.groundtruth import Event
+from simulator.writers import LogWriter, Summary
 
 MAX_BATCH_READINGS = 50_000  # readings per round at ``max`` pace
 
@@ -73,7 +74,8 @@ class Publisher:
     """Advances a fleet as its pace allows and sends what it delivers.
 
     ``run_once`` never sleeps (a single-threaded runner interleaves it with other stages);
-    ``run`` loops until ``stop`` is set or ``end_ts`` (event time) is reached.
+    ``run`` loops until ``stop`` is set or ``end_ts`` (event time) is reached. With ``log``, what is
+    sent and the ground truth are also written to files (the caller closes the writer).
     """
 
     def __init__(
@@ -83,7 +85,7 @@ class Publisher:
         pacing: Pacing,
         *,
         end_ts: float | None = None,
-        on_events: Callable[[list[Event]], None] | None = None,
+        log: LogWriter | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.fleet = fleet
@@ -92,9 +94,9 @@ class Publisher:
         self.end_tick = (
             None if end_ts is None else math.ceil((end_ts - fleet.config.start_ts) / fleet.config.interval_s)
         )
-        self.on_events = on_events
+        self.log = log
         self.clock = clock
-        self.sent = 0
+        self.summary = Summary()
         self._start: tuple[float, int] | None = None  # (wall time, tick) when pacing began
         self._max_ticks = max(1, MAX_BATCH_READINGS // fleet.config.motors)
 
@@ -131,12 +133,15 @@ class Publisher:
             n = min(n, max_ticks)
         if n == 0:
             return 0
-        batch = self.fleet.advance(n)
-        messages = encode_batch(batch)
+        delivered = self.fleet.advance_columns(n)
         if self.done:
-            messages += encode_batch(self.fleet.drain())
+            delivered = Delivered.concat([delivered, self.fleet.drain_columns()])
+        messages = encode_batch(self.fleet.to_batch(delivered))
         self.producer.send_batch(topics.READINGS, messages)
         events = self.fleet.events()
+        if self.log is not None:
+            self.log.write_readings(delivered)
+            self.log.write_events(events)
         done = [e for e in events if e.kind == "maintenance"]
         if done:
             self.producer.send_batch(
@@ -149,9 +154,8 @@ class Publisher:
                     for e in done
                 ],
             )
-        if self.on_events:
-            self.on_events(events)
-        self.sent += len(messages)
+        self.summary.readings += len(messages)
+        self.summary.count(events)
         return len(messages)
 
     def run(
