@@ -7,7 +7,6 @@ import math
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -16,18 +15,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import test_bus_contract
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest.bus import Bus, partition_for
-from ingest.inproc import InProcessBus
 from ingest.profiles import load_profile
 from ingest.readers import read_log
 from ingest.replay import replay
 from ingest.schemas import ReadingBatch, decode_readings, encode_readings, encode_readings_columnar
 from motorwatch.cli import main
 
+bus = test_bus_contract.bus  # fixture: the in-process bus, then a real Kafka broker
 MOTOR = load_profile("motor")
 CMAPSS = load_profile("cmapss")
 CMAPSS_FD001 = Path("/work/shared/data/cmapss/train_FD001.txt")
@@ -168,18 +168,6 @@ def test_speed_must_be_max_or_a_positive_factor(logs: list[Path]) -> None:
     for speed in (0, -2, "fast", math.inf):
         with pytest.raises(ValueError, match="speed"):
             run(logs, speed=speed)
-
-
-@pytest.fixture(params=["inproc", pytest.param("kafka", marks=pytest.mark.kafka)])
-def bus(request: pytest.FixtureRequest) -> Iterator[Bus]:
-    if request.param == "inproc":
-        b: Bus = InProcessBus()
-    else:
-        from ingest.kafka_bus import KafkaBus
-
-        b = KafkaBus(request.getfixturevalue("kafka_bootstrap"))
-    yield b
-    b.close()
 
 
 def test_replay_onto_a_bus_gives_the_same_bytes_in_each_partition(logs: list[Path], bus: Bus) -> None:
