@@ -1,0 +1,27 @@
+"""Shared fixtures. Kafka tests get a real broker: never skipped, they fail when it is missing."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``host:port`` of a real Kafka broker: ``$MOTORWATCH_BOOTSTRAP`` if set (CI starts one with
+    ``motorwatch kafka start``), else a local broker started for this test session."""
+    bootstrap = os.environ.get("MOTORWATCH_BOOTSTRAP")
+    if bootstrap:
+        yield bootstrap
+        return
+    from ingest import local_broker
+
+    state_dir = tmp_path_factory.mktemp("kafka")  # this session's own broker, whatever else runs
+    try:
+        info = local_broker.start(state_dir)
+    except local_broker.BrokerError as exc:
+        pytest.fail(f"no Kafka broker for the Kafka tests: {exc}", pytrace=False)
+    yield info.bootstrap
+    local_broker.stop(state_dir)

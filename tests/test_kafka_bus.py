@@ -1,0 +1,132 @@
+"""Kafka-specific behaviour of :class:`ingest.kafka_bus.KafkaBus` (the shared behaviour of both
+buses is in test_bus_contract.py): errors when the broker is unreachable, topic creation,
+placement by key, and the fast record-batch decoder against kafka-python's own."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
+
+from ingest.bus import BusError, Record, partition_for
+from ingest.kafka_bus import KafkaBus
+from ingest.kafka_records import decode_records
+
+
+def fresh(name: str) -> str:
+    return f"test.kafka.{name}.{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def bus(kafka_bootstrap: str) -> Iterator[KafkaBus]:
+    b = KafkaBus(kafka_bootstrap, timeout_s=2.0)
+    yield b
+    b.close()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens there once closed
+
+
+@pytest.mark.timeout(20)  # "no endless silent retry": a hang fails the test
+def test_an_unreachable_broker_raises_bus_error_quickly() -> None:
+    with pytest.raises(BusError, match=r"unreachable"):
+        KafkaBus(f"127.0.0.1:{closed_port()}", timeout_s=2.0)
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(30)
+def test_producing_to_a_topic_that_was_never_created_raises_bus_error(bus: KafkaBus) -> None:
+    producer = bus.producer()
+    with pytest.raises(BusError, match="create_topics"):
+        producer.send_batch(fresh("missing"), [(b"m1", b"{}")])
+    producer.close()
+
+
+@pytest.mark.kafka
+def test_create_topics_gives_the_partition_count_and_leaves_existing_topics_alone(bus: KafkaBus) -> None:
+    four, seven = fresh("four"), fresh("seven")
+    bus.create_topics([four, seven], 4)
+    bus.create_topics([seven], 7)  # exists already: no error, no change
+    bus.create_topics([four, seven], 4)
+    assert (bus.partitions(four), bus.partitions(seven)) == (4, 4)
+
+
+@pytest.mark.kafka
+def test_round_trip_places_each_key_on_partition_for_and_keeps_its_order(bus: KafkaBus) -> None:
+    topic, partitions = fresh("placement"), 5
+    bus.create_topics([topic], partitions)
+    # ~4 MB in 3 send_batch calls: several record batches per partition (1 MiB each before lz4)
+    sent = [(b"m%05d" % (i % 97), b"%07d:" % i + b"x" * 300) for i in range(12_000)]
+    producer = bus.producer()
+    before_ms = int(time.time() * 1000)
+    for start in range(0, len(sent), 4_000):
+        producer.send_batch(topic, sent[start : start + 4_000])
+    producer.flush()
+    consumer = bus.consumer([topic], fresh("group"))
+    got: list[Record] = []
+    deadline = time.monotonic() + 60
+    while len(got) < len(sent) and time.monotonic() < deadline:
+        got += consumer.poll_batch(max_records=5_000, timeout_s=0.5)
+    consumer.close()
+    producer.close()
+
+    assert sorted((r.key, r.value) for r in got) == sorted(sent), "each message exactly once, bytes intact"
+    assert all(r.partition == partition_for(r.key, partitions) for r in got)
+    for key in {k for k, _ in sent}:
+        mine = [r for r in got if r.key == key]
+        assert [r.value for r in mine] == [v for k, v in sent if k == key], "per-key order"
+        assert [r.offset for r in mine] == sorted(r.offset for r in mine)
+    assert all(r.topic == topic and before_ms - 1000 <= r.timestamp_ms <= time.time() * 1000 for r in got)
+
+
+def kafka_python_batch(
+    records: list[tuple[int, bytes | None, bytes | None, list]], base_offset: int
+) -> bytes:
+    builder = DefaultRecordBatchBuilder(
+        magic=2,
+        compression_type=3,
+        is_transactional=False,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=1 << 24,
+    )
+    for offset, (ts, key, value, headers) in enumerate(records):
+        builder.append(offset, timestamp=ts, key=key, value=value, headers=headers)
+    buf = builder.build()
+    buf[0:8] = base_offset.to_bytes(8, "big")  # as the broker assigns it
+    return bytes(buf)
+
+
+def test_the_fast_decoder_reads_what_kafka_python_writes() -> None:
+    t0 = 1_700_000_000_000
+    records = [
+        (t0, b"m00001", b"short", []),
+        (t0 - 5, None, b"v" * 5000, [("h", b"header value"), ("n", None)]),  # earlier ts, long value
+        (t0 + 10**9, b"k" * 200, b"", []),  # multi-byte varints
+        (t0 + 1, b"m00002", None, []),  # a tombstone
+        *[(t0 + i, b"m%05d" % i, b"%d" % i, []) for i in range(300)],  # offset deltas past 63 and 8191
+    ]
+    batch = DefaultRecordBatch(kafka_python_batch(records, base_offset=10_000))
+    expected = [Record("t", 3, r.offset, r.key, r.value or b"", r.timestamp) for r in batch]
+    raw = DefaultRecordBatch(kafka_python_batch(records, base_offset=10_000))
+    raw._maybe_uncompress()
+    got = decode_records(
+        "t", 3, bytes(raw._buffer), raw._pos, raw.records_count, raw.base_offset, raw.first_timestamp
+    )
+    assert got == expected
+    assert got[3].value == b"" and got[1].key is None and got[-1].offset == 10_000 + len(records) - 1
+
+
+def test_the_fast_decoder_rejects_a_truncated_batch() -> None:
+    raw = DefaultRecordBatch(kafka_python_batch([(1, b"k", b"value", [])] * 3, base_offset=0))
+    raw._maybe_uncompress()
+    with pytest.raises((ValueError, IndexError)):
+        decode_records("t", 0, bytes(raw._buffer)[:-4], raw._pos, 3, 0, 1)
