@@ -69,6 +69,22 @@ for _p in PRIORITIES:
         ALERTS_RAISED.labels(priority=_p, kind=_k)
 
 
+def observe_many(histogram: Histogram, values: np.ndarray) -> None:
+    """``histogram.observe(v)`` for every ``v`` in one vectorised step (per-value calls cost ~1.5 µs each).
+
+    Uses prometheus_client's bucket layout (non-cumulative per-bound counters, ``bisect_left`` on the
+    upper bounds), the same as ``Histogram.observe``; tests/test_scoring_metrics.py checks the
+    exposition against known inputs."""
+    if len(values) == 0:
+        return
+    bounds = histogram._upper_bounds
+    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+    histogram._sum.inc(float(np.sum(values)))
+    for bucket, count in zip(histogram._buckets, counts.tolist(), strict=True):
+        if count:
+            bucket.inc(count)
+
+
 def set_top_risk(asset_ids: list[str], risk: np.ndarray, k: int) -> None:
     """Export the ``k`` riskiest assets (``risk[i]`` belongs to ``asset_ids[i]``), replacing the old set."""
     TOP_RISK.clear()

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from math import inf
 
 import msgspec
+import numpy as np
 
 from ingest.schemas import Alert
 from scoring.config import PRIORITIES, AlertConfig
@@ -97,7 +98,15 @@ class AlertPolicy:
         out: list[Transition] = []
         ts_l, risk_l, rul_l, stale_l = _floats(ts), _floats(risk), _floats(rul), list(map(bool, stale))
         assets, maintained = self.assets, self.maintained
-        for i, aid in enumerate(asset_ids):
+        # Only rows of assets with something going on can change state: beyond an on-threshold,
+        # stale, or already tracked. In a healthy fleet that is a small fraction of the rows.
+        r_a, u_a = np.asarray(risk_l), np.asarray(rul_l)
+        hot = np.flatnonzero((r_a >= cfg.on_risk) | (u_a < cfg.on_rul) | np.asarray(stale_l, dtype=bool))
+        busy = {asset_ids[i] for i in hot.tolist()}
+        busy.update(assets)
+        rows = [i for i, aid in enumerate(asset_ids) if aid in busy] if busy else []
+        for i in rows:
+            aid = asset_ids[i]
             t, r, u = ts_l[i], risk_l[i], rul_l[i]
             if maintained and t <= maintained.get(aid, -inf):
                 continue  # scored before the repair, delivered after it: says nothing about now

@@ -36,16 +36,15 @@ class SequenceStore:
 
     def slots(self, asset_ids: Sequence[str]) -> np.ndarray:
         """Slot of each asset id, allocating slots for new assets."""
-        get, table = self.slot.get, self.slot
-        out = np.empty(len(asset_ids), dtype=np.int64)
-        for i, aid in enumerate(asset_ids):
-            s = get(aid)
-            if s is None:
-                s = table[aid] = len(table)
-            out[i] = s
-        if len(table) > len(self.count):
-            self._grow(len(table))
-        return out
+        table = self.slot
+        found = list(map(table.get, asset_ids))
+        if None in found:
+            for i, aid in enumerate(asset_ids):
+                if found[i] is None:
+                    found[i] = table.setdefault(aid, len(table))
+            if len(table) > len(self.count):
+                self._grow(len(table))
+        return np.array(found, dtype=np.int64)
 
     def push(self, asset_ids: Sequence[str], ts: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`admit` then :meth:`append` the admitted rows: ``(seq (m, T, f), keep (n,) bool)``."""
@@ -79,6 +78,8 @@ class SequenceStore:
         # Group rows by asset (stable: stream order within an asset).
         order = np.argsort(slots, kind="stable")
         sorted_slots = slots[order]
+        if (sorted_slots[1:] != sorted_slots[:-1]).all():
+            return self._append_unique(slots, x)
         first = np.flatnonzero(np.r_[True, sorted_slots[1:] != sorted_slots[:-1]])
         uniq = sorted_slots[first]
         sizes = np.diff(np.r_[first, n])
@@ -101,6 +102,21 @@ class SequenceStore:
         tail = (seg_start + sizes)[:, None] + np.arange(t_len)
         self.buf[uniq] = combined[tail]
         self.count[uniq] = np.minimum(self.count[uniq] + sizes, t_len)
+        return seq
+
+    def _append_unique(self, slots: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """:meth:`append` when no asset repeats in the batch (a live fleet): shift each row's window."""
+        t_len = self.seq_len
+        seq = np.empty((len(slots), t_len, self.n_features), dtype=np.float32)
+        seq[:, :-1] = self.buf[slots, 1:]
+        seq[:, -1] = x
+        count = np.minimum(self.count[slots] + 1, t_len)
+        young = np.flatnonzero(count < t_len)
+        if len(young):  # left-pad with the first valid vector
+            idx = np.maximum(np.arange(t_len), (t_len - count[young])[:, None])
+            seq[young] = seq[young[:, None], idx]
+        self.buf[slots] = seq
+        self.count[slots] = count
         return seq
 
     def latest(self, asset_ids: Sequence[str]) -> np.ndarray:

@@ -28,16 +28,19 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from ingest import topics
 from ingest.bus import Bus, Record
 from ingest.profiles import Profile
 from ingest.schemas import (
+    SCHEMA_VERSION,
     Features,
     MaintenanceEvent,
     Reason,
@@ -53,6 +56,11 @@ from scoring.scheduler import PlanItem, Scheduler, write_schedule
 from scoring.sequences import SequenceStore
 
 log = logging.getLogger(__name__)
+
+# Score with positional fields (same names, order and JSON): built and encoded by map() in C, ~3x
+# cheaper per message than keyword construction in a Python loop.
+_ScoreRow = msgspec.defstruct("ScoreRow", [(f.name, f.type) for f in msgspec.structs.fields(Score)])
+_encode = msgspec.json.Encoder().encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,36 +235,29 @@ class Scorer:
         """Valid feature messages as columns; the rest dead-lettered with their reason."""
         decoded, rejects = decode_many([r.value for r in feats], Features)
         getter, n_features = self._getter, len(self.predictor.feature_names)
-        asset_ids, ts, stale, vectors, keep_pos = [], [], [], [], []
-        blank = (0.0,) * n_features
-        for i, m in decoded:
-            if m.stale:
-                vec = blank
-            else:
+        msgs = [m for _, m in decoded]
+        try:  # the common case, all in C: no stale marker, every feature present
+            if any(m.stale for m in msgs):
+                raise KeyError
+            vectors = list(map(getter, [m.features for m in msgs]))
+        except KeyError:
+            vectors, keep = [], []
+            blank = (0.0,) * n_features
+            for i, m in decoded:
                 try:
-                    vec = getter(m.features)
+                    vectors.append(blank if m.stale else getter(m.features))
+                    keep.append((i, m))
                 except KeyError as exc:
-                    rejects.append(
-                        Rejection(
-                            i,
-                            Reason.MISSING_FIELD,
-                            f"feature {exc} missing (model {self.predictor.version} needs {n_features})",
-                        )
-                    )
-                    continue
-            asset_ids.append(m.asset_id)
-            ts.append(m.ts)
-            stale.append(m.stale)
-            vectors.append(vec)
-            keep_pos.append(pos[i])
+                    detail = f"feature {exc} missing (model {self.predictor.version} needs {n_features})"
+                    rejects.append(Rejection(i, Reason.MISSING_FIELD, detail))
+            decoded, msgs = keep, [m for _, m in keep]
         self._dead_letter(feats, rejects)
-        x = np.array(vectors, dtype=np.float32).reshape(len(vectors), n_features)
         return _Rows(
-            asset_ids,
-            np.array(ts, dtype=np.float64),
-            np.array(stale, dtype=bool),
-            x,
-            np.array(keep_pos, dtype=np.int64),
+            [m.asset_id for m in msgs],
+            np.array([m.ts for m in msgs], dtype=np.float64),
+            np.array([m.stale for m in msgs], dtype=bool),
+            np.array(vectors, dtype=np.float32).reshape(len(vectors), n_features),
+            np.array([pos[i] for i, _ in decoded], dtype=np.int64),
         )
 
     def _score(self, rows: _Rows, slots: np.ndarray, out: dict[str, list]) -> tuple[np.ndarray, np.ndarray]:
@@ -282,22 +283,22 @@ class Scorer:
 
         emit = fresh if self.config.score_interval <= 0 else fresh[self._due(fslots, rows.ts[fresh])]
         unit, version, ids = self.profile.rul_unit, predictor.version, rows.asset_ids
-        ts_l, risk_l, rul_l = rows.ts[emit].tolist(), risk[emit].tolist(), rul[emit].tolist()
-        out[topics.SCORES] = [
-            (
-                ids[i].encode(),
-                encode(Score(asset_id=ids[i], ts=t, risk=r, rul=u, rul_unit=unit, model_version=version)),
-            )
-            for i, t, r, u in zip(emit.tolist(), ts_l, risk_l, rul_l, strict=True)
-        ]
-        now = time.time()
-        observe_risk = metrics.FLEET_RISK.observe
-        for r in risk_l:
-            observe_risk(r)
+        emit_ids = [ids[i] for i in emit.tolist()]
+        n = len(emit_ids)
+        scores = map(
+            _ScoreRow,
+            repeat(SCHEMA_VERSION, n),
+            emit_ids,
+            rows.ts[emit].tolist(),
+            risk[emit].tolist(),
+            rul[emit].tolist(),
+            repeat(unit, n),
+            repeat(version, n),
+        )
+        out[topics.SCORES] = list(zip(map(str.encode, emit_ids), map(_encode, scores), strict=True))
+        metrics.observe_many(metrics.FLEET_RISK, risk[emit])
         if self.live:
-            observe_latency = metrics.LATENCY.observe
-            for t in ts_l:
-                observe_latency(now - t)
+            metrics.observe_many(metrics.LATENCY, time.time() - rows.ts[emit])
         return risk, rul
 
     def _due(self, slots: np.ndarray, ts: np.ndarray) -> np.ndarray:

@@ -18,9 +18,13 @@ def test_sequences_match_brute_force_with_repeats_growth_and_redelivery():
     store = SequenceStore(seq_len, n_features, capacity=2)  # grows several times
     history: dict[str, list[np.ndarray]] = {}
     clock: dict[str, int] = {}
-    for _ in range(150):
-        n = int(rng.integers(0, 40))
-        ids = [f"a{rng.integers(0, 9)}" for _ in range(n)]  # an asset often repeats within a batch
+    for step in range(150):
+        if step % 2:  # an asset often repeats within a batch
+            n = int(rng.integers(0, 40))
+            ids = [f"a{rng.integers(0, 9)}" for _ in range(n)]
+        else:  # every asset at most once (a live fleet's batches)
+            n = int(rng.integers(0, 10))
+            ids = [f"a{i}" for i in rng.permutation(9)[:n]]
         ts = []
         for a in ids:
             clock[a] = clock.get(a, 0) + 1
