@@ -20,6 +20,7 @@ from motorwatch.config import bus_options, BusConfig
 STAGES: dict[str, str] = {
     "bus": "ingest.bench:run",
     "replay": "ingest.bench_replay:run",
+    "score": "scoring.bench:run",
 }
 
 
