@@ -53,7 +53,7 @@ CMAPSS_COLUMNS = (
 )
 SIMULATOR_LOG = "readings.parquet"  # a simulator log is a directory holding this file
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 class RowError(StrEnum):
@@ -174,8 +174,8 @@ def read_log(path: str | Path, profile: Profile, fmt: str | None = None) -> pd.D
     parts, bad = [], {}
     for chunk in read_chunks(path, profile, fmt):
         for row in chunk.bad:
-            log.warning("skipped %s", row)
-            bad[row.reason] = bad.get(row.reason, 0) + 1
+            logger.warning("skipped %s", row)
+            bad[str(row.reason)] = bad.get(str(row.reason), 0) + 1
         b = chunk.batch
         parts.append(
             pd.DataFrame(

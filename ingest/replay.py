@@ -56,7 +56,7 @@ from ingest.schemas import ReadingBatch, encode_readings_columnar
 
 DEFAULT_SEND_ROWS = 4096  # messages per send_batch: one round of the downstream stages on the in-process bus
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +271,7 @@ def _due(ts: np.ndarray, pace: _Pace | None) -> Iterator[tuple[int, int]]:
 
 
 def _log_bad_row(row: BadRow) -> None:
-    log.warning("skipped %s", row)
+    logger.warning("skipped %s", row)
 
 
 class _Progress:
