@@ -19,6 +19,7 @@ import time
 import numpy as np
 from prometheus_client import start_http_server
 
+from features import metrics as features
 from ingest import topics
 from ingest.deadletter import dead_letter
 from ingest.inproc import InProcessBus
@@ -39,6 +40,7 @@ def dead_letter_bad_readings() -> int:
     records = consumer.poll_batch(100, 1.0)
     _, rejections = decode_readings([r.value for r in records], load_profile("motor"))
     sent = dead_letter(producer, records, rejections, stage="features")
+    features.READINGS.labels(outcome="invalid").inc(sent)
     producer.flush()
     consumer.commit()
     bus.close()
@@ -46,11 +48,17 @@ def dead_letter_bad_readings() -> int:
 
 
 def tick(stop: threading.Event) -> None:
-    """Move the scorer's counters and histograms like a slow live stream."""
+    """Move the feature worker's and scorer's counters and histograms like a slow live stream."""
     rng = np.random.default_rng(0)
     assets = [f"m{i:05d}" for i in range(1, 21)]
     while not stop.wait(0.1):
         risk = rng.random(len(assets))
+        features.READINGS.labels(outcome="processed").inc(len(assets))
+        features.READINGS.labels(outcome="late").inc(1)
+        features.EMITTED.labels(kind="features").inc(len(assets))
+        features.LATENCY.observe(0.003)
+        features.ASSETS.set(len(assets))
+        features.STATE_BYTES.set(4096 * len(assets))
         scorer.MESSAGES_IN.labels(topic=topics.FEATURES).inc(len(assets))
         scorer.MESSAGES_OUT.labels(topic=topics.SCORES).inc(len(assets))
         scorer.BATCH_SIZE.observe(len(assets))
