@@ -23,6 +23,7 @@ restart are raised again under the same deterministic id only if the redelivered
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -232,24 +233,31 @@ class Scorer:
                 metrics.MESSAGES_OUT.labels(topic=topic).inc(len(msgs))
 
     def _decode(self, feats: list[Record], pos: list[int]) -> _Rows:
-        """Valid feature messages as columns; the rest dead-lettered with their reason."""
+        """Valid feature messages as columns; the rest dead-lettered with their reason.
+
+        A feature the message omits is undefined (the feature worker leaves out non-finite values):
+        NaN, which the predictor fills with its training median. A feature the model does not know
+        means another feature spec: dead-lettered as ``unknown_signal``."""
         decoded, rejects = decode_many([r.value for r in feats], Features)
-        getter, n_features = self._getter, len(self.predictor.feature_names)
+        names, getter = self.predictor.feature_names, self._getter
+        n_features = len(names)
         msgs = [m for _, m in decoded]
-        try:  # the common case, all in C: no stale marker, every feature present
-            if any(m.stale for m in msgs):
+        try:  # the common case, all in C: no stale marker, exactly the model's features
+            dicts = [m.features for m in msgs]
+            if any(m.stale for m in msgs) or any(len(d) != n_features for d in dicts):
                 raise KeyError
-            vectors = list(map(getter, [m.features for m in msgs]))
+            vectors = list(map(getter, dicts))
         except KeyError:
-            vectors, keep = [], []
-            blank = (0.0,) * n_features
+            vectors, keep, known = [], [], set(names)
+            blank = (math.nan,) * n_features
             for i, m in decoded:
-                try:
-                    vectors.append(blank if m.stale else getter(m.features))
-                    keep.append((i, m))
-                except KeyError as exc:
-                    detail = f"feature {exc} missing (model {self.predictor.version} needs {n_features})"
-                    rejects.append(Rejection(i, Reason.MISSING_FIELD, detail))
+                unknown = m.features.keys() - known
+                if unknown and not m.stale:
+                    detail = f"features {sorted(unknown)[:3]} unknown to model {self.predictor.version}"
+                    rejects.append(Rejection(i, Reason.UNKNOWN_SIGNAL, detail))
+                    continue
+                vectors.append(blank if m.stale else [m.features.get(k, math.nan) for k in names])
+                keep.append((i, m))
             decoded, msgs = keep, [m for _, m in keep]
         self._dead_letter(feats, rejects)
         return _Rows(

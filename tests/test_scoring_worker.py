@@ -61,14 +61,17 @@ def test_bad_messages_are_dead_lettered_and_the_rest_scored():
     bus = InProcessBus(partitions=2)
     bad = [
         (b"m1", b"not json"),
-        (b"m1", encode(Features(asset_id="m1", ts=5.0, features={"a": 0.2}))),  # the model needs b and c
+        (b"m1", encode(Features(asset_id="m1", ts=5.0, features={"a": 0.2, "zz": 1.0}))),  # another spec
+        (b"m1", b'{"v":1,"asset_id":"m1","ts":5.5,"features":{"a":null}}'),
     ]
-    bus.producer().send_batch(topics.FEATURES, [*bad, (b"m1", features("m1", 6.0, 0.2))])
-    assert drain(make_scorer(bus, DoubleRegistry())) == 3
+    # Omitted features are undefined (NaN for the model), not an error.
+    partial = encode(Features(asset_id="m1", ts=6.0, features={"a": 0.2}))
+    bus.producer().send_batch(topics.FEATURES, [*bad, (b"m1", partial), (b"m1", features("m1", 7.0, 0.2))])
+    assert drain(make_scorer(bus, DoubleRegistry())) == 5
     letters = read(bus, topics.FEATURES_DLQ, DeadLetter)
-    assert sorted(d.reason for d in letters) == ["missing_field", "not_json"]
+    assert sorted(d.reason for d in letters) == ["non_finite", "not_json", "unknown_signal"]
     assert {d.raw for d in letters} == {v for _, v in bad}
-    assert [(s.asset_id, s.ts) for s in read(bus, topics.SCORES, Score)] == [("m1", 6.0)]
+    assert [(s.asset_id, s.ts) for s in read(bus, topics.SCORES, Score)] == [("m1", 6.0), ("m1", 7.0)]
 
 
 def test_redelivery_after_a_crash_gives_the_same_alert_ids():
