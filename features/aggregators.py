@@ -9,10 +9,14 @@ squares do not lose the variance to cancellation.
 Statistics (per window, at the emitting reading):
 
 - ``mean``, ``std`` (population), ``min``, ``max`` of the readings in the window;
-- ``slope``: least squares of value against time, each reading placed at its bucket (per time unit);
+- ``slope``: least squares of value against time, each reading placed at its bucket (per time unit;
+  0 while the window's readings all sit in one bucket);
 - ``zscore``: ``(mean - baseline mean) / baseline std``; the baseline is the asset's first
-  ``baseline_n`` values (NaN until it has them);
-- ``rise_per``: ``(mean(signal) - baseline mean(signal)) / mean(per)``.
+  ``baseline_n`` values (0 until it has them: no evidence of a deviation yet);
+- ``rise_per``: ``(mean(signal) - baseline mean(signal)) / mean(per)`` (0 while undefined);
+- ``since_maintenance``: time since the last maintenance, or since the asset's first reading.
+
+A feature is NaN only when its window holds no value of its signal (a silent sensor).
 
 >>> import numpy as np
 >>> b = bucket_moments(np.array([[1.0], [3.0]]))
@@ -94,7 +98,7 @@ class Inputs:
     base_mean: np.ndarray  # (m, signals) shifted, NaN until the baseline is complete
     base_std: np.ndarray  # (m, signals)
     ts: np.ndarray  # (m,)
-    maintained_at: np.ndarray  # (m,) last maintenance at or before ts, NaN if none
+    maintained_at: np.ndarray  # (m,) last maintenance at or before ts, else the asset's first ts
 
 
 def compute(spec: FeatureSpec, inp: Inputs) -> np.ndarray:
@@ -124,7 +128,7 @@ def compute(spec: FeatureSpec, inp: Inputs) -> np.ndarray:
             elif kind == "rise_per":
                 rise = mean(feat.window, feat.signal) - inp.base_mean[:, c]
                 per = mean(feat.window, feat.other) + inp.shift[:, col[feat.other]]
-                out[:, f] = np.where(np.abs(per) > 1e-9, rise / per, np.nan)
+                out[:, f] = np.where((np.abs(per) > 1e-9) & ~np.isnan(rise), rise / per, 0.0)
             else:
                 agg = inp.windows[feat.window][:, c]
                 out[:, f] = _window_stat(
@@ -146,8 +150,8 @@ def _window_stat(kind: str, agg: np.ndarray, mu: np.ndarray, inp: Inputs, c: int
     if kind == "slope":
         sj, njj, nj = agg[:, W_SJ], agg[:, W_NJJ], agg[:, W_NJ]
         den = n * njj - nj * nj  # 0 when every reading sits in one bucket
-        return np.where(den > 0.5, (n * sj - nj * agg[:, W_S]) / den / width, np.nan)
+        return np.where(den > 0.5, (n * sj - nj * agg[:, W_S]) / den / width, np.where(empty, np.nan, 0.0))
     if kind == "zscore":
         sd = inp.base_std[:, c]
-        return np.where(sd > 1e-12, (mu - inp.base_mean[:, c]) / sd, np.nan)
+        return np.where(sd > 1e-12, (mu - inp.base_mean[:, c]) / sd, np.where(empty, np.nan, 0.0))
     raise ValueError(f"unknown window statistic {kind!r}")

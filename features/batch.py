@@ -113,6 +113,7 @@ def _features_sorted(
 
     windows = {w.name: _window(a, t, xs, w.width, w.buckets)[sel] for w in spec.windows}
     base_mean, base_std = _baseline(a, xs, maintained, spec.baseline_n)
+    since = np.where(np.isnan(maintained), t[first][asset_id], maintained)
     inputs = ag.Inputs(
         windows=windows,
         shift=shift[sel],
@@ -121,7 +122,7 @@ def _features_sorted(
         base_mean=base_mean[sel],
         base_std=base_std[sel],
         ts=t[sel],
-        maintained_at=maintained[sel],
+        maintained_at=since[sel],
     )
     return sel, ag.compute(spec, inputs)
 

@@ -92,6 +92,7 @@ class FeatureEngine:
         self._shapes: dict[str, tuple[tuple[int, ...], float, type]] = {
             "clock": ((), -np.inf, np.float64),  # newest accepted ts
             "prev_t": ((), np.nan, np.float64),  # ts of the last processed reading
+            "first_t": ((), np.nan, np.float64),  # ts of the first processed reading
             "stale": ((), 0, np.bool_),
             "maintained_at": ((), np.nan, np.float64),
             "next_maintenance": ((), np.inf, np.float64),
@@ -150,6 +151,26 @@ class FeatureEngine:
             fresh[:, :old] = self._arrays[name]
             self._arrays[name] = fresh
 
+    def _shrink_waiting(self) -> None:
+        """Give back waiting capacity a large batch needed (lists to the front, rows cut)."""
+        st = self._arrays
+        n = st["wait_n"][: self.assets]
+        size = max(8, 2 * int(n.max(initial=0)))
+        if self._waiting <= max(64, 4 * size):
+            return
+        cols = np.arange(size)[None, :] + st["wait_head"][: self.assets, None]
+        cols = np.minimum(cols, self._waiting - 1)
+        inside = np.arange(size)[None, :] < n[:, None]
+        live = slice(0, self.assets)
+        wait_ts = np.where(inside, np.take_along_axis(st["wait_ts"][live], cols, axis=1), np.inf)
+        wait_x = np.take_along_axis(st["wait_x"][live], cols[:, :, None], axis=1)
+        self._waiting = size
+        self._define_state()
+        for name, kept in (("wait_ts", wait_ts), ("wait_x", wait_x)):
+            self._arrays[name] = self._blank(name, self._capacity)
+            self._arrays[name][live] = kept
+        st["wait_head"][live] = 0
+
     def _slots(self, asset_ids: Sequence[str]) -> np.ndarray:
         found = list(map(self.slot.get, asset_ids))
         if None in found:
@@ -193,7 +214,9 @@ class FeatureEngine:
         np.maximum.at(clock, sl, t)
         self._arrays["stale"][sl] = False
         touched = self._wait(sl, t, batch.values[ok][:, self.columns])
-        return self._release(touched, clock[touched] - self.spec.grace), batch.take(late)
+        emitted = self._release(touched, clock[touched] - self.spec.grace)
+        self._shrink_waiting()
+        return emitted, batch.take(late)
 
     def flush(self) -> Emitted:
         """Process every reading still waiting for its grace period (the end of a log)."""
@@ -335,6 +358,7 @@ class FeatureEngine:
             self._window_step(i, w.width, w.buckets, sl, t, moments) for i, w in enumerate(spec.windows)
         ]
         first = np.isnan(st["prev_t"][sl])
+        st["first_t"][sl[first]] = t[first]
         emit = emits(first, t, st["prev_t"][sl], spec.emit_every)
         st["prev_t"][sl] = t
         e = np.flatnonzero(emit)
@@ -360,7 +384,9 @@ class FeatureEngine:
             base_mean=base_mean,
             base_std=base_std,
             ts=t[e],
-            maintained_at=st["maintained_at"][es],
+            maintained_at=np.where(
+                np.isnan(maintained := st["maintained_at"][es]), st["first_t"][es], maintained
+            ),
         )
         return es, t[e], inputs
 
@@ -436,8 +462,8 @@ class FeatureEngine:
         np.savez(buf, **arrays)
         return buf.getvalue()
 
-    def restore(self, blob: bytes) -> int:
-        """Load a :meth:`snapshot` (replacing the state of the assets it holds); returns how many."""
+    def restore(self, blob: bytes) -> list[str]:
+        """Load a :meth:`snapshot` (replacing the state of the assets it holds); returns their ids."""
         with np.load(io.BytesIO(blob), allow_pickle=False) as data:
             if str(data["_fingerprint"]) != self.spec.fingerprint():
                 raise ValueError("snapshot was taken with another feature spec")
@@ -453,7 +479,7 @@ class FeatureEngine:
                     arr[slots] = saved
             for s, t in zip(slots[data["_maint_slot"]].tolist(), data["_maint_ts"].tolist(), strict=True):
                 self._maintenance.setdefault(s, []).append(t)
-        return len(ids)
+        return ids
 
     def drop(self, asset_ids: Iterable[str]) -> None:
         """Forget assets (their partition moved to another worker); the others keep dense slots."""

@@ -1,0 +1,245 @@
+"""The feature worker: ``sensor.readings`` (+ ``maintenance.events``) -> ``sensor.features``.
+
+One :meth:`FeatureWorker.run_once` is one polled batch: decode it in one call (bad readings go to
+``sensor.readings.dlq`` with their reason), run the streaming engine (late readings go there too,
+reason ``late``), advance each partition's watermark (assets silent for longer than the profile's
+``stale_after`` get a ``stale`` marker), produce the feature vectors and flush. Every
+``checkpoint_interval_s`` it checkpoints: snapshot the state of each owned partition (with the
+offsets it covers) to ``state_dir``, THEN commit the offsets. ARCHITECTURE.md ("Feature worker")
+lists the failures this order survives.
+
+A feature that is undefined (NaN: its window holds no value of its signal) is left out of the
+message's ``features``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from features import metrics
+from features.spec import FeatureSpec
+from features.stream import Emitted, FeatureEngine
+from ingest import topics
+from ingest.bus import Bus, Record, TopicPartition
+from ingest.deadletter import dead_letter
+from ingest.profiles import Profile
+from ingest.schemas import Features, MaintenanceEvent, Reason, Rejection, decode_many, decode_readings, encode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """``state_dir``: where partition snapshots live (None: state only in memory, offsets committed
+    after every batch, and a restart rebuilds windows from new readings only)."""
+
+    group_id: str = "motorwatch-features"
+    state_dir: Path | None = None
+    checkpoint_interval_s: float = 10.0
+    max_records: int = 4096
+    timeout_s: float = 0.05
+
+
+class FeatureWorker:
+    """Consumes readings and maintenance events, produces feature vectors and stale markers."""
+
+    def __init__(self, bus: Bus, profile: Profile, config: WorkerConfig | None = None) -> None:
+        self.config = config or WorkerConfig()
+        self.profile = profile
+        self.spec = FeatureSpec.from_profile(profile)
+        self.engine = FeatureEngine(self.spec)
+        self.names = list(self.spec.names)
+        self._owned: set[int] = set()
+        self._assets: dict[int, set[str]] = defaultdict(set)
+        self._watermark: dict[int, float] = {}
+        self._next: dict[TopicPartition, int] = {}  # offsets already applied to the state
+        self._uncommitted = False
+        self._last_checkpoint = time.monotonic()
+        if self.config.state_dir is not None:
+            self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.producer = bus.producer()
+        self.consumer = bus.consumer(
+            [topics.READINGS, topics.MAINTENANCE], self.config.group_id, on_assign=self._on_assign
+        )
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run_once(self, max_records: int | None = None, timeout_s: float | None = None) -> int:
+        """Poll one batch, process it, produce and flush; checkpoint when due. Returns records consumed."""
+        records = self.consumer.poll_batch(
+            max_records or self.config.max_records, timeout_s or self.config.timeout_s
+        )
+        if not records:
+            if self._uncommitted and self._checkpoint_due():
+                self.checkpoint()
+            return 0
+        started = time.perf_counter()
+        fresh = []
+        for r in records:  # redelivered records already in the state are skipped
+            tp = (r.topic, r.partition)
+            if r.offset >= self._next.get(tp, 0):
+                fresh.append(r)
+                self._next[tp] = r.offset + 1
+        maintenance = [r for r in fresh if r.topic == topics.MAINTENANCE]
+        readings = [r for r in fresh if r.topic == topics.READINGS]
+        if maintenance:
+            self._maintenance(maintenance)
+        out = self._readings(readings) if readings else []
+        if out:
+            self.producer.send_batch(topics.FEATURES, out)
+        self.producer.flush()
+        self._uncommitted = True
+        if self._checkpoint_due():
+            self.checkpoint()
+        metrics.ASSETS.set(self.engine.assets)
+        metrics.STATE_BYTES.set(self.engine.state_bytes())
+        metrics.LATENCY.observe(time.perf_counter() - started)
+        return len(records)
+
+    def run(self, stop: threading.Event) -> None:
+        """Run until ``stop`` is set, then checkpoint and close."""
+        try:
+            while not stop.is_set():
+                self.run_once()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._uncommitted:
+            self.checkpoint()
+        self.consumer.close()
+        self.producer.close()
+
+    def _checkpoint_due(self) -> bool:
+        if self.config.state_dir is None:
+            return True
+        return time.monotonic() - self._last_checkpoint >= self.config.checkpoint_interval_s
+
+    def checkpoint(self) -> None:
+        """Snapshot the state of every owned partition (outputs are already flushed), THEN commit."""
+        if self.config.state_dir is not None:
+            for p in sorted(self._owned):
+                self._write_snapshot(p)
+            metrics.CHECKPOINTS.inc()
+        self.consumer.commit()
+        self._uncommitted = False
+        self._last_checkpoint = time.monotonic()
+
+    # -- processing -----------------------------------------------------------------------------
+
+    def _maintenance(self, records: list[Record]) -> None:
+        pairs, rejects = decode_many([r.value for r in records], MaintenanceEvent)
+        dead_letter(self.producer, records, rejects, stage="features")
+        if pairs:
+            self.engine.add_maintenance([m.asset_id for _, m in pairs], [m.ts for _, m in pairs])
+
+    def _readings(self, records: list[Record]) -> list[tuple[bytes, bytes]]:
+        batch, rejects = decode_readings([r.value for r in records], self.profile)
+        duplicates = self.engine.duplicates
+        emitted, late = self.engine.update(batch)
+        grace = self.spec.grace
+        late_rejects = [
+            Rejection(
+                int(i), Reason.LATE, f"ts {ts!r} is more than {grace} older than the asset's newest reading"
+            )
+            for i, ts in zip(late.index.tolist(), late.ts.tolist(), strict=True)
+        ]
+        dead_letter(
+            self.producer, records, sorted(rejects + late_rejects, key=lambda r: r.index), stage="features"
+        )
+        duplicates = self.engine.duplicates - duplicates
+        metrics.READINGS.labels("invalid").inc(len(rejects))
+        metrics.READINGS.labels("late").inc(len(late))
+        metrics.READINGS.labels("duplicate").inc(duplicates)
+        metrics.READINGS.labels("processed").inc(len(batch) - len(late) - duplicates)
+        stale = self._advance_watermarks(records, batch.index, batch.ts, batch.asset_id)
+        metrics.EMITTED.labels("vector").inc(len(emitted))
+        metrics.EMITTED.labels("stale").inc(len(stale))
+        return self._encode(emitted) + [
+            (aid.encode(), encode(Features(asset_id=aid, ts=ts, features={}, stale=True)))
+            for aid, ts in stale
+        ]
+
+    def _advance_watermarks(
+        self, records: list[Record], index: np.ndarray, ts: np.ndarray, asset_ids: list[str]
+    ) -> list[tuple[str, float]]:
+        """Each partition's watermark is the newest event time it carried; its silent assets go stale."""
+        if not len(ts):
+            return []
+        part = np.array([records[i].partition for i in index.tolist()], dtype=np.int64)
+        stale = []
+        for p in np.unique(part).tolist():
+            rows = np.flatnonzero(part == p)
+            self._assets[p].update(asset_ids[i] for i in rows.tolist())
+            wm = max(self._watermark.get(p, -math.inf), float(ts[rows].max()))
+            self._watermark[p] = wm
+            stale += self.engine.advance_watermark(wm, self._assets[p])
+        return stale
+
+    def _encode(self, emitted: Emitted) -> list[tuple[bytes, bytes]]:
+        names, out = self.names, []
+        finite = np.isfinite(emitted.values).all(axis=1)
+        for aid, ts, row, ok in zip(
+            emitted.asset_id, emitted.ts.tolist(), emitted.values.tolist(), finite.tolist(), strict=True
+        ):
+            feats = dict(zip(names, row, strict=True))
+            if not ok:
+                feats = {k: v for k, v in feats.items() if math.isfinite(v)}
+            out.append((aid.encode(), encode(Features(asset_id=aid, ts=ts, features=feats))))
+        return out
+
+    # -- recovery -------------------------------------------------------------------------------
+
+    def _snapshot_path(self, partition: int) -> Path:
+        assert self.config.state_dir is not None
+        return self.config.state_dir / f"partition-{partition:04d}.npz"
+
+    def _write_snapshot(self, partition: int) -> None:
+        """Atomically replace the partition's snapshot: its assets' state and the offsets it covers."""
+        path = self._snapshot_path(partition)
+        buf = io.BytesIO()
+        np.savez(
+            buf,
+            engine=np.frombuffer(self.engine.snapshot(self._assets.get(partition, ())), dtype=np.uint8),
+            readings_next=self._next.get((topics.READINGS, partition), 0),
+            maintenance_next=self._next.get((topics.MAINTENANCE, partition), 0),
+            watermark=self._watermark.get(partition, -math.inf),
+        )
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("wb") as fh:
+            fh.write(buf.getvalue())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    def _on_assign(self, assigned: set[TopicPartition]) -> None:
+        """Keep the state of partitions still owned; forget lost ones; load snapshots of new ones."""
+        owned = {p for t, p in assigned if t == topics.READINGS}
+        for p in self._owned - owned:
+            self.engine.drop(self._assets.pop(p, set()))
+            self._watermark.pop(p, None)
+            for t in (topics.READINGS, topics.MAINTENANCE):
+                self._next.pop((t, p), None)
+        for p in sorted(owned - self._owned):
+            if self.config.state_dir is not None and self._snapshot_path(p).is_file():
+                self._load_snapshot(p)
+        self._owned = owned
+
+    def _load_snapshot(self, partition: int) -> None:
+        with np.load(self._snapshot_path(partition), allow_pickle=False) as data:
+            ids = self.engine.restore(data["engine"].tobytes())
+            self._assets[partition] = set(ids)
+            self._next[(topics.READINGS, partition)] = int(data["readings_next"])
+            self._next[(topics.MAINTENANCE, partition)] = int(data["maintenance_next"])
+            self._watermark[partition] = float(data["watermark"])
+        log.info("partition %d: restored %d assets from its snapshot", partition, len(ids))

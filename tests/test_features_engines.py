@@ -1,0 +1,377 @@
+"""The feature spec, and its two engines: each against a brute-force reference, and against each other."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.batch import compute_features
+from features.spec import FeatureSpec, parse_spec
+from features.stream import Emitted, FeatureEngine
+from ingest.profiles import load_profile
+from ingest.schemas import ReadingBatch
+
+MOTOR = load_profile("motor")
+SIGNALS = MOTOR.signal_names
+
+
+def make_log(
+    n_assets: int = 3,
+    n: int = 600,
+    seed: int = 0,
+    late_span: float = 90.0,
+    dt: float = 1.0,
+    t0: float = 1.7e9,
+) -> pd.DataFrame:
+    """A motor log as delivered: jittered sampling, a long gap per asset, sensor dropouts,
+    re-sent duplicates, and delayed rows (some within the 60 s grace period, some beyond it)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(n_assets):
+        t = t0 + rng.uniform(0, 30) + np.cumsum(rng.exponential(dt, n))
+        t[n // 2 :] += 700.0 * (i + 1)  # a gap longer than the 10 min window for every asset
+        frame = pd.DataFrame(
+            {
+                "asset_id": f"m{i:05d}",
+                "ts": t,
+                "temperature_c": 60 + 0.05 * (t - t[0]) / 60 + rng.normal(0, 0.5, n),
+                "vibration_mm_s": 2 + rng.gamma(2, 0.2, n),
+                "current_a": 40 + rng.normal(0, 2, n),
+                "runtime_h": 1000 + (t - t[0]) / 3600,
+            }
+        )
+        for col in ("temperature_c", "vibration_mm_s", "current_a"):
+            frame.loc[rng.random(n) < 0.03, col] = np.nan
+        frames.append(frame)
+    log = pd.concat(frames).sort_values("ts", kind="stable")
+    log = pd.concat([log, log.sample(frac=0.03, random_state=seed)])  # re-sent readings
+    arrival = log["ts"].to_numpy() + np.where(
+        rng.random(len(log)) < 0.06, rng.uniform(0, late_span, len(log)), 0
+    )
+    return log.iloc[np.argsort(arrival, kind="stable")].reset_index(drop=True)
+
+
+def stream(
+    log: pd.DataFrame, spec: FeatureSpec, batch_size: int, maintenance: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, int, FeatureEngine]:
+    """Feed ``log`` to a streaming engine in batches; returns (emitted frame, late count, engine)."""
+    engine = FeatureEngine(spec)
+    if maintenance is not None:
+        engine.add_maintenance(maintenance["asset_id"].tolist(), maintenance["ts"].tolist())
+    parts, late = [], 0
+    for batch in batches(log, spec, batch_size):
+        emitted, rejected = engine.update(batch)
+        parts.append(emitted)
+        late += len(rejected)
+    parts.append(engine.flush())
+    return frame_of(Emitted.concat(parts, len(spec.names)), spec), late, engine
+
+
+def batches(log: pd.DataFrame, spec: FeatureSpec, size: int):
+    values = log[list(spec.signals)].to_numpy()
+    ids, ts = log["asset_id"].tolist(), log["ts"].to_numpy()
+    for s in range(0, len(log), size):
+        yield ReadingBatch(
+            spec.signals,
+            ids[s : s + size],
+            ts[s : s + size],
+            values[s : s + size],
+            np.arange(len(ts[s : s + size])),
+        )
+
+
+def frame_of(emitted: Emitted, spec: FeatureSpec) -> pd.DataFrame:
+    out = pd.DataFrame(emitted.values, columns=list(spec.names))
+    out.insert(0, "ts", emitted.ts)
+    out.insert(0, "asset_id", emitted.asset_id)
+    return out
+
+
+def assert_same(a: pd.DataFrame, b: pd.DataFrame, rtol: float = 1e-6) -> None:
+    """Same emissions (asset, ts) and every feature equal to ``rtol`` (NaN where the other is NaN).
+    The absolute 1e-9 floor only matters for features that are 0 up to rounding (a flat slope)."""
+    a = a.sort_values(["asset_id", "ts"]).reset_index(drop=True)
+    b = b.sort_values(["asset_id", "ts"]).reset_index(drop=True)
+    assert a["asset_id"].tolist() == b["asset_id"].tolist()
+    np.testing.assert_array_equal(a["ts"].to_numpy(), b["ts"].to_numpy())
+    for name in a.columns[2:]:
+        np.testing.assert_allclose(a[name].to_numpy(), b[name].to_numpy(), rtol=rtol, atol=1e-9, err_msg=name)
+
+
+# -- spec -----------------------------------------------------------------------------------------
+
+
+def test_motor_spec_is_modest_and_names_follow_the_profile() -> None:
+    spec = FeatureSpec.from_profile(MOTOR)
+    assert 30 <= len(spec.names) <= 60
+    assert [w.name for w in spec.windows] == ["10m", "1h", "24h"]
+    assert [w.length for w in spec.windows] == [600, 3600, 86400]
+    assert "temperature_c__slope_10m" in spec.names and "time_since_maintenance" in spec.names
+    assert "temperature_rise_per_amp_1h" in spec.names
+    assert spec.fingerprint() == FeatureSpec.from_profile(load_profile("motor")).fingerprint()
+
+
+def test_cmapss_spec_counts_cycles_and_drops_constant_sensors() -> None:
+    spec = FeatureSpec.from_profile(load_profile("cmapss"))
+    assert [w.length for w in spec.windows] == [5, 10, 30]
+    used = set(spec.used_signals)
+    for constant in (
+        "setting_3",
+        "sensor_1",
+        "sensor_5",
+        "sensor_6",
+        "sensor_10",
+        "sensor_16",
+        "sensor_18",
+        "sensor_19",
+    ):
+        assert constant not in used
+    assert {"sensor_2", "sensor_11", "sensor_21"} <= used
+    assert spec.baseline_n == 20
+
+
+def test_fingerprint_changes_with_anything_that_changes_a_value() -> None:
+    section = dict(MOTOR.section("features"))
+    base = parse_spec(section, "motor", SIGNALS).fingerprint()
+    assert parse_spec({**section, "baseline_n": 601}, "motor", SIGNALS).fingerprint() != base
+    assert parse_spec({**section, "buckets": 30}, "motor", SIGNALS).fingerprint() != base
+
+
+def test_spec_rejects_unknown_statistics_and_a_grace_longer_than_a_window() -> None:
+    section = dict(MOTOR.section("features"))
+    with pytest.raises(ValueError, match="unknown stat"):
+        parse_spec({**section, "signals": {"current_a": {"stats": {"10m": ["median"]}}}}, "motor", SIGNALS)
+    with pytest.raises(ValueError, match="grace"):
+        parse_spec({**section, "grace": 700}, "motor", SIGNALS)
+
+
+# -- a brute-force reference ------------------------------------------------------------------------
+
+SMALL = parse_spec(
+    {
+        "windows": {"20s": 20, "1m": 60},
+        "buckets": {"20s": 4, "1m": 6},
+        "grace": 6,
+        "baseline_n": 10,
+        "ewma_halflife": 15,
+        "time_since_maintenance": True,
+        "signals": {
+            "temperature_c": {
+                "extras": ["last", "ewma"],
+                "stats": {"20s": ["mean", "std", "min", "max", "slope", "zscore"], "1m": ["mean", "slope"]},
+            },
+            "current_a": {"stats": {"20s": ["mean"], "1m": ["max"]}},
+        },
+        "cross": {
+            "rise": {"kind": "rise_per", "signal": "temperature_c", "per": "current_a", "window": "1m"}
+        },
+    },
+    "motor",
+    SIGNALS,
+)
+
+
+def reference(log: pd.DataFrame, spec: FeatureSpec, maintenance: dict[str, list[float]]) -> pd.DataFrame:
+    """The features by their definition, one reading at a time (slow, obvious)."""
+    clock: dict[str, float] = {}
+    seen: set[tuple[str, float]] = set()
+    accepted = []
+    for row in log.itertuples(index=False):  # event-time rules, delivery order
+        if row.ts < clock.get(row.asset_id, -math.inf) - spec.grace or (row.asset_id, row.ts) in seen:
+            continue
+        seen.add((row.asset_id, row.ts))
+        clock[row.asset_id] = max(clock.get(row.asset_id, -math.inf), row.ts)
+        accepted.append(row)
+    ok = pd.DataFrame(accepted).sort_values(["asset_id", "ts"], kind="stable")
+    windows = {w.name: w for w in spec.windows}
+    rows = []
+    for aid, g in ok.groupby("asset_id", sort=False):
+        t = g["ts"].to_numpy()
+        for i in range(len(g)):
+            now = t[i]
+            past = g.iloc[: i + 1]
+            events = [m for m in maintenance.get(aid, []) if m <= now]
+            since_epoch = past[past["ts"] >= events[-1]] if events else past
+            out = {"asset_id": aid, "ts": now}
+            for f in spec.features:
+                w = windows.get(f.window)
+
+                def in_window(sig: str, w=w, past=past, now=now) -> tuple[np.ndarray, np.ndarray]:
+                    k = np.floor(past["ts"].to_numpy() / w.width)
+                    inside = (k >= np.floor(now / w.width) - w.buckets + 1) & past[sig].notna().to_numpy()
+                    return past[sig].to_numpy()[inside], k[inside]
+
+                def baseline(sig: str, since_epoch=since_epoch) -> tuple[float, float]:
+                    v = since_epoch[sig].dropna().to_numpy()[: spec.baseline_n]
+                    return (v.mean(), v.std()) if len(v) == spec.baseline_n else (math.nan, math.nan)
+
+                if f.kind == "last":
+                    v, _ = in_window(f.signal, windows[spec.windows[0].name])
+                    out[f.name] = v[-1] if len(v) else math.nan
+                elif f.kind == "ewma":
+                    v = past[f.signal].to_numpy()
+                    present = ~np.isnan(v)
+                    wgt = 2.0 ** (-(now - past["ts"].to_numpy()[present]) / spec.ewma_halflife)
+                    out[f.name] = (wgt * v[present]).sum() / wgt.sum()
+                elif f.kind == "since_maintenance":
+                    out[f.name] = now - (events[-1] if events else t[0])
+                elif f.kind == "rise_per":
+                    mu0, _ = baseline(f.signal)
+                    per = in_window(f.other)[0].mean()
+                    out[f.name] = 0.0 if math.isnan(mu0) else (in_window(f.signal)[0].mean() - mu0) / per
+                else:
+                    v, k = in_window(f.signal)
+                    if f.kind == "mean":
+                        out[f.name] = v.mean()
+                    elif f.kind == "std":
+                        out[f.name] = v.std()
+                    elif f.kind == "min":
+                        out[f.name] = v.min()
+                    elif f.kind == "max":
+                        out[f.name] = v.max()
+                    elif f.kind == "slope":
+                        out[f.name] = np.polyfit(k - k[0], v, 1)[0] / w.width if len(set(k)) > 1 else 0.0
+                    elif f.kind == "zscore":
+                        mu0, sd0 = baseline(f.signal)
+                        out[f.name] = 0.0 if math.isnan(mu0) else (v.mean() - mu0) / sd0
+            rows.append(out)
+    return pd.DataFrame(rows)
+
+
+def test_batch_engine_matches_the_definition_of_every_feature() -> None:
+    log = make_log(n_assets=2, n=160, seed=3, late_span=12.0)
+    maintenance = {"m00001": [float(log[log.asset_id == "m00001"]["ts"].quantile(0.3))]}
+    events = pd.DataFrame([(a, t) for a, ts in maintenance.items() for t in ts], columns=["asset_id", "ts"])
+    got = compute_features(log, SMALL, maintenance=events)
+    assert_same(got, reference(log, SMALL, maintenance), rtol=1e-9)
+
+
+# -- streaming versus batch --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch_size", [1, 37, 1000])
+def test_streaming_equals_batch_on_a_log_with_gaps_duplicates_and_disorder(batch_size: int) -> None:
+    spec = FeatureSpec.from_profile(MOTOR)
+    log = make_log(n_assets=3, n=300 if batch_size == 1 else 900)
+    maintenance = pd.DataFrame({"asset_id": ["m00002"], "ts": [float(log["ts"].median())]})
+    expected = compute_features(log, spec, maintenance=maintenance)
+    got, late, engine = stream(log, spec, batch_size, maintenance=maintenance)
+    assert_same(got, expected)
+    # Every reading is accounted for: emitted once, late, or a duplicate.
+    assert len(got) + late + engine.duplicates == len(log)
+    assert late > 0 and engine.duplicates > 0
+
+
+def test_emission_cadence_thins_the_output_the_same_way_in_both_engines() -> None:
+    spec = parse_spec({**MOTOR.section("features"), "emit_every": 30}, "motor", SIGNALS)
+    log = make_log(n_assets=2, n=600, seed=5)
+    expected = compute_features(log, spec)
+    got, _, _ = stream(log, spec, 200)
+    assert_same(got, expected)
+    every = compute_features(log, FeatureSpec.from_profile(MOTOR))
+    assert len(got) < len(every) / 10
+    per_asset_slots = got.groupby("asset_id")["ts"].apply(lambda t: np.floor(t / 30).is_unique)
+    assert per_asset_slots.all()
+
+
+def test_cmapss_profile_streams_like_batch() -> None:
+    profile = load_profile("cmapss")
+    spec = FeatureSpec.from_profile(profile)
+    rng = np.random.default_rng(1)
+    frames = []
+    for unit in range(1, 4):
+        cycles = np.arange(1, 81, dtype=float)
+        values = {
+            s.name: rng.uniform(s.min + 0.3 * (s.max - s.min), s.min + 0.31 * (s.max - s.min), 80)
+            for s in profile.signals
+        }
+        frames.append(pd.DataFrame({"asset_id": str(unit), "ts": cycles, **values}))
+    log = pd.concat(frames).sort_values("ts", kind="stable").reset_index(drop=True)
+    got, late, _ = stream(log, spec, 50)
+    expected = compute_features(log, spec)
+    assert late == 0 and len(expected) == 240
+    assert_same(got, expected)
+
+
+# -- event time, state ---------------------------------------------------------------------------------
+
+
+def readings(asset_ids: list[str], ts: list[float], temperature: list[float]) -> ReadingBatch:
+    values = np.full((len(ts), len(SIGNALS)), 10.0)
+    values[:, 0] = temperature
+    return ReadingBatch(SIGNALS, asset_ids, np.array(ts, dtype=float), values, np.arange(len(ts)))
+
+
+def test_late_readings_come_back_and_duplicates_are_dropped_once() -> None:
+    engine = FeatureEngine(SMALL)  # grace 6
+    emitted, late = engine.update(readings(["a", "a", "a"], [100.0, 103.0, 110.0], [1.0, 2.0, 3.0]))
+    assert emitted.ts.tolist() == [100.0, 103.0]  # 110 waits for its grace period
+    emitted, late = engine.update(
+        readings(["a", "a", "a", "a"], [103.0, 105.0, 103.5, 90.0], [9.0, 4.0, 5.0, 6.0])
+    )
+    # 110 - grace 6 = 104: the re-sent 103, and 103.5 and 90, are late; 105 is in time.
+    assert late.ts.tolist() == [103.0, 103.5, 90.0]
+    assert engine.duplicates == 0
+    emitted, late = engine.update(readings(["a", "a"], [110.0, 120.0], [7.0, 8.0]))
+    assert engine.duplicates == 1 and len(late) == 0
+    assert emitted.ts.tolist() == [105.0, 110.0]  # the re-sent 110 was waiting: a duplicate
+    mean = SMALL.names.index("temperature_c__mean_20s")
+    assert emitted.values[-1, mean] == pytest.approx(np.mean([1.0, 2.0, 4.0, 3.0]))
+
+
+def test_a_gap_leaves_no_readings_from_before_it_in_the_windows() -> None:
+    engine = FeatureEngine(SMALL)
+    engine.update(readings(["a"] * 5, [0.0, 1.0, 2.0, 3.0, 4.0], [50.0] * 5))
+    emitted, _ = engine.update(readings(["a", "a"], [500.0, 507.0], [20.0, 21.0]))
+    row = emitted.values[emitted.ts.tolist().index(500.0)]
+    names = SMALL.names
+    assert row[names.index("temperature_c__mean_1m")] == 20.0
+    assert row[names.index("temperature_c__max_20s")] == 20.0
+    assert row[names.index("temperature_c__last")] == 20.0
+
+
+def test_silent_assets_go_stale_once_against_the_watermark() -> None:
+    engine = FeatureEngine(FeatureSpec.from_profile(MOTOR))  # stale_after 300 s
+    engine.update(readings(["a", "b"], [0.0, 0.0], [50.0, 50.0]))
+    assert engine.advance_watermark(200.0) == []
+    assert engine.advance_watermark(400.0, ["a"]) == [("a", 400.0)]
+    assert engine.advance_watermark(500.0) == [("b", 500.0)]
+    assert engine.advance_watermark(900.0) == []  # once per silence
+    engine.update(readings(["a"], [950.0], [50.0]))
+    assert engine.advance_watermark(1300.0) == [("a", 1300.0)]
+
+
+def test_snapshot_restore_continues_exactly_like_an_uninterrupted_engine() -> None:
+    spec = FeatureSpec.from_profile(MOTOR)
+    log = make_log(n_assets=3, n=400, seed=7)
+    whole, _, _ = stream(log, spec, 97)
+    first = FeatureEngine(spec)
+    parts = []
+    chunks = list(batches(log, spec, 97))
+    for batch in chunks[:6]:
+        parts.append(first.update(batch)[0])
+    # Per-asset snapshots (as per partition), restored into a fresh engine in another order.
+    blobs = [first.snapshot([a]) for a in reversed(first.asset_ids)]
+    second = FeatureEngine(spec)
+    for blob in blobs:
+        second.restore(blob)
+    for batch in chunks[6:]:
+        parts.append(second.update(batch)[0])
+    parts.append(second.flush())
+    assert_same(frame_of(Emitted.concat(parts, len(spec.names)), spec), whole, rtol=1e-12)
+    second.drop(["m00001"])
+    assert second.asset_ids == ["m00002", "m00000"] or sorted(second.asset_ids) == ["m00000", "m00002"]
+    other = FeatureEngine(FeatureSpec.from_profile(load_profile("cmapss")))
+    with pytest.raises(ValueError, match="another feature spec"):
+        other.restore(blobs[0])
+
+
+def test_state_per_motor_stays_bounded_by_the_buckets_not_the_readings() -> None:
+    engine = FeatureEngine(FeatureSpec.from_profile(MOTOR))
+    t = np.arange(0.0, 4 * 3600.0)  # four hours at 1 reading/s
+    for s in range(0, len(t), 3600):
+        engine.update(readings(["a"] * 3600, t[s : s + 3600].tolist(), [50.0] * 3600))
+    assert engine.state_bytes() <= 200_000
