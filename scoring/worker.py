@@ -76,6 +76,7 @@ class ScorerConfig:
     top_k: int = 10  # riskiest assets exported as per-asset gauges
     drivers_k: int = 3
     schedule_out: Path | None = None  # CSV or JSON (by suffix), rewritten when the plan changes
+    topic_prefix: str = ""  # prepended to every topic name (isolated pipelines on one cluster, tests)
 
 
 class Scorer:
@@ -99,7 +100,11 @@ class Scorer:
         self.scheduler = Scheduler(alert_cfg.crew_capacity, alert_cfg.shift_length, rul_to_time(profile))
         self.live = profile.time_unit == "s"
         self.producer = bus.producer()
-        self.consumer = bus.consumer([topics.FEATURES, topics.MAINTENANCE], config.group_id)
+        self._prefix = config.topic_prefix
+        self._maintenance_topic = config.topic_prefix + topics.MAINTENANCE
+        self.consumer = bus.consumer(
+            [config.topic_prefix + topics.FEATURES, self._maintenance_topic], config.group_id
+        )
         self._end_offsets = getattr(bus, "end_offsets", None)
         self._position: dict[tuple[str, int], int] = {}
         self.predictor: Any = None
@@ -184,7 +189,7 @@ class Scorer:
             topics.ALERTS: [],
             topics.SCHEDULE: [],
         }
-        is_maint = [r.topic == topics.MAINTENANCE for r in records]
+        is_maint = [r.topic == self._maintenance_topic for r in records]
         feats = [r for r, m in zip(records, is_maint, strict=True) if not m]
         maint_pos = [i for i, m in enumerate(is_maint) if m]
         for r in records:
@@ -229,7 +234,7 @@ class Scorer:
             self._replan(out)
         for topic, msgs in out.items():
             if msgs:
-                self.producer.send_batch(topic, msgs)
+                self.producer.send_batch(self._prefix + topic, msgs)
                 metrics.MESSAGES_OUT.labels(topic=topic).inc(len(msgs))
 
     def _decode(self, feats: list[Record], pos: list[int]) -> _Rows:
@@ -405,7 +410,8 @@ class Scorer:
             return
         totals: dict[str, int] = {}
         for (topic, _), value in lags.items():
-            totals[topic] = totals.get(topic, 0) + value
+            name = topic.removeprefix(self._prefix)
+            totals[name] = totals.get(name, 0) + value
         for topic, value in totals.items():
             metrics.LAG.labels(topic=topic).set(value)
 
