@@ -36,7 +36,7 @@ from itertools import repeat
 from ingest.bus import BusError, RebalanceCallback, Record, TopicPartition, partition_for
 
 DEFAULT_PARTITIONS = 6
-DEFAULT_MAX_BACKLOG = 100_000
+DEFAULT_MAX_BACKLOG = 50_000
 DEFAULT_BLOCK_TIMEOUT_S = 30.0
 _PLACEMENT_CACHE_MAX = 100_000  # keys remembered per topic (murmur2 in Python costs ~5 µs a key)
 
@@ -60,9 +60,9 @@ class _Partition:
         return self.base + len(self.keys)
 
     def trim(self, below: int) -> None:
-        """Forget offsets below ``below``, amortised: only once they are at least half the log."""
+        """Forget offsets below ``below`` (moving what stays: at most ``max_backlog`` pointers)."""
         drop = below - self.base
-        if drop > 0 and drop * 2 >= len(self.keys):
+        if drop > 0:
             del self.keys[:drop], self.values[:drop], self.stamps[:drop]
             self.base = below
 
