@@ -84,8 +84,10 @@ class FaultInjector:
         kind, uh = self._draws(u.ravel()[hit])
         tick, motor = np.divmod(hit, m)
 
-        self._start_episodes(t0, ts, tick, motor, kind, uh, values, log)
         self._hold_stuck(t0, n, values)
+        offset = self._start_episodes(
+            t0, ts, tick, motor, kind, uh, values, self._skew_offsets(t0, n, m), log
+        )
         for code in (SPIKE, NAN):
             sel = kind == code
             j = (uh[sel, 1] * MEASURED).astype(np.int64)
@@ -94,7 +96,6 @@ class FaultInjector:
                 flat[hit[sel], j] = self.upper[j] * (1.2 + 2.0 * uh[sel, 2])
             else:
                 flat[hit[sel], j] = np.nan
-        offset = self._skew_offsets(t0, n, m)
 
         keep = present.ravel().copy()
         keep[hit[kind == DROPOUT]] = False
@@ -152,30 +153,42 @@ class FaultInjector:
 
     # -- episodes -------------------------------------------------------------------------------
 
-    def _start_episodes(self, t0, ts, tick, motor, kind, uh, values, log: EventLog) -> None:
+    def _start_episodes(
+        self, t0, ts, tick, motor, kind, uh, values, offset, log: EventLog
+    ) -> np.ndarray | None:
+        """Start stuck sensors (holding ``values``) and clock skews (into ``offset``, the (n, M) ts
+        shifts, allocated when first needed), in tick order; returns ``offset``."""
         f = self.rates
+        n = len(ts)
         for i in np.flatnonzero((kind == STUCK) | (kind == CLOCK_SKEW)):
-            t, mo = t0 + int(tick[i]), int(motor[i])
+            k = int(tick[i])
+            t, mo = t0 + k, int(motor[i])
             if kind[i] == STUCK:
                 j = int(uh[i, 1] * MEASURED)
                 if self.stuck_until[mo, j] > t:
                     continue
                 dur = self.config.ticks(f.stuck_s[0] + uh[i, 2] * (f.stuck_s[1] - f.stuck_s[0]))
-                value = float(values[tick[i], mo, j])
+                value = float(values[k, mo, j])
                 self.stuck_from[mo, j], self.stuck_until[mo, j], self.stuck_value[mo, j] = t, t + dur, value
+                values[k : k + dur, mo, j] = value
                 detail = f"signal={self.names[j]} value={value!r} duration_s={dur * self.config.interval_s:g}"
-                log.add(t, mo, ts[tick[i]], "sensor_fault", "stuck", detail)
+                log.add(t, mo, ts[k], "sensor_fault", "stuck", detail)
             else:
                 if self.skew_until[mo] > t:
                     continue
                 lo, hi = f.clock_skew_s
                 dur = self.config.ticks(lo + uh[i, 1] * (hi - lo))
-                offset = float(round((2.0 * uh[i, 2] - 1.0) * f.clock_skew_max_offset_s)) or 1.0
-                self.skew_from[mo], self.skew_until[mo], self.skew_offset[mo] = t, t + dur, offset
-                detail = f"offset_s={offset:+g} duration_s={dur * self.config.interval_s:g}"
-                log.add(t, mo, ts[tick[i]], "sensor_fault", "clock_skew", detail)
+                shift = float(round((2.0 * uh[i, 2] - 1.0) * f.clock_skew_max_offset_s)) or 1.0
+                self.skew_from[mo], self.skew_until[mo], self.skew_offset[mo] = t, t + dur, shift
+                if offset is None:
+                    offset = np.zeros((n, len(self.skew_from)))
+                offset[k : k + dur, mo] = shift
+                detail = f"offset_s={shift:+g} duration_s={dur * self.config.interval_s:g}"
+                log.add(t, mo, ts[k], "sensor_fault", "clock_skew", detail)
+        return offset
 
     def _hold_stuck(self, t0: int, n: int, values: np.ndarray) -> None:
+        """Hold the sensors stuck in earlier blocks."""
         live = (self.stuck_until > t0) & (self.stuck_from < t0 + n)
         for mo, j in np.argwhere(live):
             a = max(0, self.stuck_from[mo, j] - t0)
@@ -183,6 +196,7 @@ class FaultInjector:
             values[a:b, mo, j] = self.stuck_value[mo, j]
 
     def _skew_offsets(self, t0: int, n: int, m: int) -> np.ndarray | None:
+        """Timestamp shifts (n, M) of the clocks skewed in earlier blocks; None if there are none."""
         live = np.flatnonzero((self.skew_until > t0) & (self.skew_from < t0 + n))
         if not len(live):
             return None
