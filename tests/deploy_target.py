@@ -55,7 +55,7 @@ def tick(stop: threading.Event) -> None:
         risk = rng.random(len(assets))
         features.READINGS.labels(outcome="processed").inc(len(assets))
         features.READINGS.labels(outcome="late").inc(1)
-        features.EMITTED.labels(kind="features").inc(len(assets))
+        features.EMITTED.labels(kind="vector").inc(len(assets))
         features.LATENCY.observe(0.003)
         features.ASSETS.set(len(assets))
         features.STATE_BYTES.set(4096 * len(assets))
