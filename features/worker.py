@@ -45,6 +45,9 @@ class WorkerConfig:
 
     group_id: str = "motorwatch-features"
     state_dir: Path | None = None
+    readings_topic: str = topics.READINGS
+    maintenance_topic: str = topics.MAINTENANCE
+    features_topic: str = topics.FEATURES
     checkpoint_interval_s: float = 10.0
     max_records: int = 4096
     timeout_s: float = 0.05
@@ -69,7 +72,9 @@ class FeatureWorker:
             self.config.state_dir.mkdir(parents=True, exist_ok=True)
         self.producer = bus.producer()
         self.consumer = bus.consumer(
-            [topics.READINGS, topics.MAINTENANCE], self.config.group_id, on_assign=self._on_assign
+            [self.config.readings_topic, self.config.maintenance_topic],
+            self.config.group_id,
+            on_assign=self._on_assign,
         )
 
     # -- the loop -------------------------------------------------------------------------------
@@ -90,13 +95,13 @@ class FeatureWorker:
             if r.offset >= self._next.get(tp, 0):
                 fresh.append(r)
                 self._next[tp] = r.offset + 1
-        maintenance = [r for r in fresh if r.topic == topics.MAINTENANCE]
-        readings = [r for r in fresh if r.topic == topics.READINGS]
+        maintenance = [r for r in fresh if r.topic == self.config.maintenance_topic]
+        readings = [r for r in fresh if r.topic == self.config.readings_topic]
         if maintenance:
             self._maintenance(maintenance)
         out = self._readings(readings) if readings else []
         if out:
-            self.producer.send_batch(topics.FEATURES, out)
+            self.producer.send_batch(self.config.features_topic, out)
         self.producer.flush()
         self._uncommitted = True
         if self._checkpoint_due():
@@ -211,8 +216,8 @@ class FeatureWorker:
         np.savez(
             buf,
             engine=np.frombuffer(self.engine.snapshot(self._assets.get(partition, ())), dtype=np.uint8),
-            readings_next=self._next.get((topics.READINGS, partition), 0),
-            maintenance_next=self._next.get((topics.MAINTENANCE, partition), 0),
+            readings_next=self._next.get((self.config.readings_topic, partition), 0),
+            maintenance_next=self._next.get((self.config.maintenance_topic, partition), 0),
             watermark=self._watermark.get(partition, -math.inf),
         )
         tmp = path.with_suffix(".tmp")
@@ -224,11 +229,11 @@ class FeatureWorker:
 
     def _on_assign(self, assigned: set[TopicPartition]) -> None:
         """Keep the state of partitions still owned; forget lost ones; load snapshots of new ones."""
-        owned = {p for t, p in assigned if t == topics.READINGS}
+        owned = {p for t, p in assigned if t == self.config.readings_topic}
         for p in self._owned - owned:
             self.engine.drop(self._assets.pop(p, set()))
             self._watermark.pop(p, None)
-            for t in (topics.READINGS, topics.MAINTENANCE):
+            for t in (self.config.readings_topic, self.config.maintenance_topic):
                 self._next.pop((t, p), None)
         for p in sorted(owned - self._owned):
             if self.config.state_dir is not None and self._snapshot_path(p).is_file():
@@ -239,7 +244,7 @@ class FeatureWorker:
         with np.load(self._snapshot_path(partition), allow_pickle=False) as data:
             ids = self.engine.restore(data["engine"].tobytes())
             self._assets[partition] = set(ids)
-            self._next[(topics.READINGS, partition)] = int(data["readings_next"])
-            self._next[(topics.MAINTENANCE, partition)] = int(data["maintenance_next"])
+            self._next[(self.config.readings_topic, partition)] = int(data["readings_next"])
+            self._next[(self.config.maintenance_topic, partition)] = int(data["maintenance_next"])
             self._watermark[partition] = float(data["watermark"])
         log.info("partition %d: restored %d assets from its snapshot", partition, len(ids))

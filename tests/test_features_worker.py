@@ -1,0 +1,214 @@
+"""The feature worker on a bus: dead letters, stale markers, recovery after a crash (in-process, Kafka)."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pandas as pd
+import pytest
+from test_features_engines import assert_same, make_log
+
+from features.batch import compute_features
+from features.spec import FeatureSpec
+from features.worker import FeatureWorker, WorkerConfig
+from ingest.bus import Bus
+from ingest.inproc import InProcessBus
+from ingest.profiles import load_profile
+from ingest.schemas import DeadLetter, Features, Reading, Reason, encode
+
+MOTOR = load_profile("motor")
+SPEC = FeatureSpec.from_profile(MOTOR)
+
+
+class Crash(Exception):
+    """The worker process dies here."""
+
+
+def topic_config(tag: str, **kwargs) -> WorkerConfig:
+    """A worker of its own group and topics (``kwargs`` override the topics, e.g. to share the input)."""
+    topics = {
+        "readings_topic": f"readings-{tag}",
+        "maintenance_topic": f"maintenance-{tag}",
+        "features_topic": f"features-{tag}",
+    }
+    return WorkerConfig(group_id=f"features-{tag}", **(topics | kwargs))
+
+
+def publish(bus: Bus, topic: str, log: pd.DataFrame, extra: list[bytes] = ()) -> None:
+    messages = []
+    for row in log.itertuples(index=False):
+        values = {s: getattr(row, s) for s in MOTOR.signal_names if not np.isnan(getattr(row, s))}
+        messages.append(
+            (row.asset_id.encode(), encode(Reading(asset_id=row.asset_id, ts=row.ts, values=values)))
+        )
+    for i, raw in enumerate(extra):
+        messages.insert(7 * i + 3, (b"m00000", raw))
+    producer = bus.producer()
+    producer.send_batch(topic, messages)
+    producer.flush()
+
+
+def drain(bus: Bus, topic: str, cls: type) -> list:
+    consumer = bus.consumer([topic], f"check-{uuid.uuid4().hex}")
+    out, idle = [], 0
+    while idle < 3:
+        batch = consumer.poll_batch(10_000, 0.5)
+        idle = 0 if batch else idle + 1
+        out += [msgspec.json.decode(r.value, type=cls) for r in batch]
+    consumer.close()
+    return out
+
+
+def run_dry(worker: FeatureWorker) -> None:
+    """Run until the input is consumed (a few empty polls in a row)."""
+    idle = 0
+    while idle < 3:
+        idle = 0 if worker.run_once(300, 0.2) else idle + 1
+
+
+def frame(messages: list[Features]) -> pd.DataFrame:
+    rows = [{"asset_id": m.asset_id, "ts": m.ts, **m.features} for m in messages if not m.stale]
+    return pd.DataFrame(rows, columns=["asset_id", "ts", *SPEC.names])
+
+
+def test_worker_dead_letters_bad_and_late_readings_and_emits_the_batch_features() -> None:
+    bus = InProcessBus(partitions=3)
+    config = topic_config("dlq")
+    log = make_log(n_assets=3, n=300, seed=11)
+    bad = [
+        b"not json",
+        b'{"v":1,"asset_id":"m00000","ts":1.0,"values":{"oil_c":1.0}}',
+        b'{"v":1,"asset_id":"m00000","ts":1.0,"values":{"current_a":-5.0}}',
+    ]
+    publish(bus, config.readings_topic, log, extra=bad)
+    worker = FeatureWorker(bus, MOTOR, config)
+    run_dry(worker)
+    worker.close()
+    letters = drain(bus, config.readings_topic + ".dlq", DeadLetter)
+    reasons = Counter(d.reason for d in letters)
+    assert (
+        reasons[Reason.NOT_JSON] == 1
+        and reasons[Reason.UNKNOWN_SIGNAL] == 1
+        and reasons[Reason.OUT_OF_RANGE] == 1
+    )
+    assert reasons[Reason.LATE] > 0
+    assert {d.raw for d in letters} >= set(bad)
+    got = frame(drain(bus, config.features_topic, Features))
+    expected = compute_features(log, SPEC)
+    # Emitted: the batch features, except each asset's readings still inside the grace period.
+    newest = log.groupby("asset_id")["ts"].max()
+    expected = expected[expected["ts"] <= expected["asset_id"].map(newest) - SPEC.grace]
+    assert_same(got, expected)
+    # Every reading is accounted for: a feature vector, a dead letter, a duplicate, or still waiting.
+    unique = log.drop_duplicates(["asset_id", "ts"])
+    waiting = int((unique["ts"] > unique["asset_id"].map(newest) - SPEC.grace).sum())
+    assert len(got) + len(letters) + worker.engine.duplicates + waiting == len(log) + len(bad)
+
+
+def test_a_silent_asset_gets_one_stale_marker_from_its_partitions_watermark() -> None:
+    bus = InProcessBus(partitions=1)
+    config = topic_config("stale")
+    t = np.arange(0.0, 1000.0, 5.0)
+    log = pd.DataFrame(
+        {
+            "asset_id": "a",
+            "ts": t,
+            "temperature_c": 50.0,
+            "vibration_mm_s": 2.0,
+            "current_a": 30.0,
+            "runtime_h": 1.0,
+        }
+    )
+    silent = log[log["ts"] < 100].assign(asset_id="b")
+    publish(bus, config.readings_topic, pd.concat([log, silent]).sort_values("ts", kind="stable"))
+    worker = FeatureWorker(bus, MOTOR, config)
+    while worker.run_once(10, 0.2):  # batches of 10 readings: the watermark moves 50 s at a time
+        pass
+    stale = [m for m in drain(bus, config.features_topic, Features) if m.stale]
+    assert [(m.asset_id, m.features) for m in stale] == [("b", {})]
+    assert 95.0 + SPEC.stale_after < stale[0].ts <= 95.0 + SPEC.stale_after + 50
+
+
+def crash_and_restart(bus: Bus, state_dir: Path, tag: str, crash: str) -> list[Features]:
+    """Run a worker, kill it at ``crash`` during a checkpoint mid-stream, start a new one on the same
+    group and state dir, let it finish. Returns everything produced to the features topic."""
+    config = topic_config(tag, state_dir=state_dir, checkpoint_interval_s=0.0)
+    first = FeatureWorker(bus, MOTOR, config)
+    for _ in range(4):
+        first.run_once(300, 1.0)
+
+    def die(*_args) -> None:
+        raise Crash
+
+    if crash == "before_snapshot":  # outputs flushed, state and offsets not saved
+        first._write_snapshot = die
+    else:  # snapshot written, offsets not committed
+        first.consumer.commit = die
+    with pytest.raises(Crash):
+        for _ in range(50):
+            first.run_once(300, 1.0)
+    first.consumer.close()  # the broker evicts the dead member; nothing of it is committed
+    second = FeatureWorker(bus, MOTOR, config)
+    run_dry(second)
+    second.close()
+    return drain(bus, config.features_topic, Features)
+
+
+def check_recovery(bus: Bus, tmp_path: Path, crash: str) -> None:
+    tag = uuid.uuid4().hex[:10]
+    log = make_log(n_assets=4, n=500, seed=13)
+    config = topic_config(tag)
+    bus.create_topics(
+        [
+            config.readings_topic,
+            config.maintenance_topic,
+            config.features_topic,
+            config.readings_topic + ".dlq",
+            f"features-{tag}-clean",
+        ],
+        2,
+    )
+    publish(bus, config.readings_topic, log)
+    # The uninterrupted worker's group joins first: the in-process bus, like Kafka retention, drops
+    # what every known group has committed, so a group formed later would find nothing.
+    clean = FeatureWorker(
+        bus,
+        MOTOR,
+        topic_config(
+            tag + "-clean", readings_topic=config.readings_topic, maintenance_topic=config.maintenance_topic
+        ),
+    )
+    produced = crash_and_restart(bus, tmp_path / "state", tag, crash)
+    got = frame(produced)
+    # At-least-once: a vector may come twice, but always with the same values.
+    repeats = got[got.duplicated(["asset_id", "ts"], keep=False)]
+    for _, same in repeats.groupby(["asset_id", "ts"]):
+        np.testing.assert_array_equal(same.iloc[0, 2:].to_numpy(float), same.iloc[-1, 2:].to_numpy(float))
+    got = got.drop_duplicates(["asset_id", "ts"])
+    # Equal to an uninterrupted run of the same stream.
+    run_dry(clean)
+    clean.close()
+    assert_same(got, frame(drain(bus, clean.config.features_topic, Features)), rtol=1e-12)
+    assert len(got) > 0.8 * len(log)
+
+
+@pytest.mark.parametrize("crash", ["before_snapshot", "before_commit"])
+def test_killed_and_restarted_worker_emits_what_an_uninterrupted_one_does(tmp_path: Path, crash: str) -> None:
+    bus = InProcessBus(partitions=2)
+    check_recovery(bus, tmp_path, crash)
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("crash", ["before_snapshot", "before_commit"])
+def test_killed_and_restarted_worker_on_kafka(kafka_bootstrap: str, tmp_path: Path, crash: str) -> None:
+    from ingest.kafka_bus import KafkaBus
+
+    bus = KafkaBus(kafka_bootstrap)
+    try:
+        check_recovery(bus, tmp_path, crash)
+    finally:
+        bus.close()
