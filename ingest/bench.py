@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ingest.benchtools import Span, rate
 from ingest.bus import Bus
 from ingest.inproc import InProcessBus
 from ingest.profiles import Profile, load_profile
@@ -56,30 +57,6 @@ def motor_readings(count: int, assets: int = ASSETS, seed: int = 7) -> list[tupl
         values = dict(zip(SIGNALS, (temp[i], vib[i], amps[i], i / 3600), strict=True))
         out.append((keys[a], encode(Reading(asset_id=ids[a], ts=1.7e9 + i // assets, values=values))))
     return out
-
-
-def _rate(n: int, seconds: float) -> float:
-    return n / seconds if seconds > 0 else math.inf
-
-
-class Span:
-    """Wall-clock and process CPU seconds between two points."""
-
-    def __init__(self) -> None:
-        self.wall, self.cpu = -time.perf_counter(), -time.process_time()
-
-    def stop(self) -> Span:
-        self.wall += time.perf_counter()
-        self.cpu += time.process_time()
-        return self
-
-    def __add__(self, other: Span) -> Span:
-        out = Span()
-        out.wall, out.cpu = self.wall + other.wall, self.cpu + other.cpu
-        return out
-
-    def per_cpu(self, n: int) -> str:
-        return f"{_rate(n, self.cpu):,.0f}/CPU-s"
 
 
 def _peak_rss_mb() -> float:
@@ -188,11 +165,11 @@ def _bus_rows(
     n = len(messages)
     common = {"unit": "readings/s", "target": f">= {target:,}"}
     return [
-        {"benchmark": f"{kind} produce", "value": _rate(n, produce.wall), **common,
+        {"benchmark": f"{kind} produce", "value": rate(n, produce.wall), **common,
          "note": f"{n:,} readings, send_batch({BATCH:,}), {partitions} partitions; {produce.per_cpu(n)}"},
-        {"benchmark": f"{kind} consume", "value": _rate(n, consume.wall), **common,
+        {"benchmark": f"{kind} consume", "value": rate(n, consume.wall), **common,
          "note": f"poll_batch({BATCH:,}) + commit per batch; {consume.per_cpu(n)}"},
-        {"benchmark": f"{kind} produce then consume", "value": _rate(n, both.wall), "unit": "readings/s",
+        {"benchmark": f"{kind} produce then consume", "value": rate(n, both.wall), "unit": "readings/s",
          "note": f"each reading produced, then consumed: total time; {both.per_cpu(n)}"},
     ]  # fmt: skip
 
@@ -208,7 +185,7 @@ def run(count: int, bus: BusOptions, console: Any) -> list[dict]:
     inproc.close()
     span, held = pipelined(messages, bus.partitions)
     rows.append(
-        {"benchmark": "inproc pipelined", "value": _rate(count, span.wall), "unit": "readings/s",
+        {"benchmark": "inproc pipelined", "value": rate(count, span.wall), "unit": "readings/s",
          "note": f"producer + consumer thread, default bounds: held at most {held:,}; {span.per_cpu(count)}"}
     )  # fmt: skip
     bootstrap = bus.bootstrap if bus.kind == "kafka" else os.environ.get("MOTORWATCH_BOOTSTRAP")
@@ -226,9 +203,9 @@ def run(count: int, bus: BusOptions, console: Any) -> list[dict]:
     fast, naive = decode_spans(raws, load_profile("motor"))
     n = len(raws)
     rows += [
-        {"benchmark": "decode_readings (batched)", "value": _rate(n, fast.wall), "unit": "readings/s",
+        {"benchmark": "decode_readings (batched)", "value": rate(n, fast.wall), "unit": "readings/s",
          "note": f"{n:,} readings in batches of {DECODE_BATCH:,}, into columns; {fast.per_cpu(n)}"},
-        {"benchmark": "json.loads + checks (naive)", "value": _rate(n, naive.wall), "unit": "readings/s",
+        {"benchmark": "json.loads + checks (naive)", "value": rate(n, naive.wall), "unit": "readings/s",
          "note": f"per message, same checks; {naive.per_cpu(n)}"},
         {"benchmark": "decode speed-up", "value": naive.cpu / fast.cpu, "unit": "x", "target": ">= 5",
          "note": "naive CPU time / batched CPU time"},

@@ -9,7 +9,6 @@ memory of a replay against the log's size (chunks keep it bounded).
 from __future__ import annotations
 
 import tempfile
-import time
 import tracemalloc
 import uuid
 from pathlib import Path
@@ -19,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ingest.benchtools import Span, rate
 from ingest.profiles import load_profile
 from ingest.readers import DEFAULT_CHUNK_ROWS
 from ingest.replay import replay
@@ -77,11 +77,10 @@ def run(count: int, bus, console) -> list[dict]:
             producer = b.producer()
 
             def timed(path: Path) -> tuple[float, str]:
-                start, cpu = time.perf_counter(), time.process_time()
-                result = replay([path], profile, producer, topic=topic, progress=False)
+                with Span() as span:
+                    result = replay([path], profile, producer, topic=topic, progress=False)
                 assert result.published == count, result
-                per_cpu_s = count / (time.process_time() - cpu)
-                return count / (time.perf_counter() - start), f"{per_cpu_s:,.0f} rows per CPU-second"
+                return rate(count, span.wall), f"{span.per_cpu(count)} rows"
 
             fast, fast_cpu = timed(sorted_log)
             blocks, blocks_cpu = timed(blocks_log)
@@ -105,9 +104,9 @@ def run(count: int, bus, console) -> list[dict]:
             naive_rows = min(count, NAIVE_MAX_ROWS)
             naive_log = Path(tmp) / "naive.parquet"
             write_log(naive_log, naive_rows)
-            start = time.perf_counter()
-            _naive(naive_log, producer, topic)
-            naive = naive_rows / (time.perf_counter() - start)
+            with Span() as span:
+                _naive(naive_log, producer, topic)
+            naive = rate(naive_rows, span.wall)
             rows_out.append(
                 {
                     "benchmark": "naive replay (pandas whole log, per-row encode+send)",
@@ -140,9 +139,9 @@ def _encoder_rows(n: int, signals: tuple[str, ...]) -> list[dict]:
     )
     rates = {}
     for name, encoder in (("columnar", encode_readings_columnar), ("per-row", encode_readings)):
-        start = time.perf_counter()
-        encoder(batch)
-        rates[name] = n / (time.perf_counter() - start)
+        with Span() as span:
+            encoder(batch)
+        rates[name] = rate(n, span.wall)
     return [
         {"benchmark": "encode readings (columnar)", "value": rates["columnar"], "unit": "msg/s"},
         {
