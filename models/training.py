@@ -233,7 +233,7 @@ def assess(
     p, rul = ds.labels.p_fail[rows], ds.labels.rul[rows]
     threshold = _alert_threshold(profile)
     events = ds.events[ds.events["asset_id"].isin(set(assets))]
-    out: dict[str, Any] = {"assets": len(assets), "rows": len(rows)}
+    out: dict[str, Any] = {"assets": len(assets), "rows": len(rows), "time_unit": profile.time_unit}
     for name, (risk, r) in scores.items():
         out[name] = {
             "classification": evaluation.classification_metrics(risk, p, 0.5),

@@ -1,0 +1,81 @@
+"""Evaluate a registered version on its test assets, and render metrics as a rich table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from features.spec import FeatureSpec
+from ingest.profiles import Profile
+from models.dataset import load
+from models.labels import LabelConfig
+from models.registry import Registry
+from models.training import TrainConfig, assess
+
+MODELS = ("forest", "lstm", "ensemble")
+
+
+def evaluate_version(
+    registry: Registry, profile: Profile, spec: FeatureSpec, data: Path | None, version: str | None
+) -> tuple[dict[str, Any], str]:
+    """Metrics of ``version`` (default latest) on the test assets recorded in its card."""
+    predictor = registry.load(version, spec)
+    card = registry.card(predictor.version)
+    if card.profile != profile.name:
+        raise ValueError(
+            f"model {predictor.version} was trained on profile {card.profile}, not {profile.name}"
+        )
+    if data is None:
+        files = list(card.data_files)
+        if not files:
+            raise ValueError("the model card names no data file: pass --data")
+        data = Path(files[0]) if len(files) == 1 else Path(files[0]).parent
+    labels = LabelConfig.from_profile(profile)
+    ds = load(data, profile, spec, labels)
+    config = TrainConfig(
+        seed=int(card.params["seed"]),
+        truncations=int(card.params["truncations"]),
+        max_eval_rows=int(card.params["max_eval_rows"]),
+    )
+    metrics = assess(predictor, ds, tuple(card.split["test"]), profile, labels, config)
+    return metrics | {"version": predictor.version, "data": str(data)}, predictor.version
+
+
+def metrics_table(metrics: dict[str, Any], title: str):
+    """One column per model, one row per metric (fits an 80-column terminal): classification at 0.5,
+    alerts at the profile's threshold with the median lead before failure, RUL error."""
+    from rich.table import Table
+
+    hours = metrics.get("time_unit", "s") == "s"
+    lead_unit = "h" if hours else metrics.get("time_unit", "")
+
+    def lead(m: dict[str, Any]) -> str:
+        q = m["alerts"]["lead_quantiles"]
+        v = q.get(50, q.get("50"))
+        return "-" if v is None else f"{v / 3600 if hours else v:.1f}"
+
+    rows: list[tuple[str, Any]] = [
+        ("precision", lambda m: f"{m['classification']['precision']:.3f}"),
+        ("recall", lambda m: f"{m['classification']['recall']:.3f}"),
+        ("F1", lambda m: f"{m['classification']['f1']:.3f}"),
+        ("PR-AUC", lambda m: f"{m['classification']['pr_auc']:.3f}"),
+        ("ROC-AUC", lambda m: f"{m['classification']['roc_auc']:.3f}"),
+        ("Brier", lambda m: f"{m['classification']['brier']:.4f}"),
+        ("failures alerted in time", lambda m: f"{m['alerts']['recall_at_min_lead']:.2f}"),
+        ("alert precision", lambda m: f"{m['alerts']['alert_precision']:.2f}"),
+        (f"alert lead p50 ({lead_unit})", lead),
+        ("RUL RMSE", lambda m: f"{m['rul']['rmse']:.2f}"),
+        ("RUL MAE", lambda m: f"{m['rul']['mae']:.2f}"),
+        ("NASA score", lambda m: f"{m['rul']['nasa_score']:.4g}"),
+    ]
+    trunc = metrics.get("truncated") or {}
+    table = Table("metric", title=title)
+    for m in MODELS:
+        table.add_column(m, justify="right")
+    for name, cell in rows:
+        table.add_row(name, *(cell(metrics[m]) for m in MODELS))
+    if trunc:
+        table.add_row(
+            f"RUL RMSE at {trunc['cuts']} cuts", *(f"{trunc[m]['vs_true']['rmse']:.2f}" for m in MODELS)
+        )
+    return table
