@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from itertools import repeat
@@ -243,13 +243,26 @@ def _reading_codec(profile: Profile) -> _Codec:
     names = profile.signal_names
     codec = _READING_CODECS.get(names)
     if codec is None:
-        fields = [(f"s{j}", float, math.nan) for j in range(len(names))]
-        values = msgspec.defstruct(
-            "ValuesIn", fields, rename=dict(zip((f for f, *_ in fields), names, strict=True)),
-            kw_only=True, forbid_unknown_fields=True, gc=False,
-        )  # fmt: skip
-        codec = _READING_CODECS[names] = _Codec(_strict(Reading, values=values))
+        codec = _READING_CODECS[names] = _Codec(_strict(Reading, values=named_floats(names)))
     return codec
+
+
+def named_floats(names: Sequence[str]) -> type[msgspec.Struct]:
+    """A struct of the float fields ``names`` in that order: absent ones NaN, unknown ones rejected
+    (``msgspec.structs.astuple`` of a decoded one is a vector in ``names`` order)."""
+    fields = [(f"s{j}", float, math.nan) for j in range(len(names))]
+    rename = dict(zip((f for f, *_ in fields), names, strict=True))
+    return msgspec.defstruct(
+        "NamedFloats", fields, rename=rename, kw_only=True, forbid_unknown_fields=True, gc=False
+    )
+
+
+def batch_decoder(
+    cls: type[M], **types: object
+) -> Callable[[Sequence[bytes]], tuple[list[tuple[int, msgspec.Struct]], list[Rejection]]]:
+    """:func:`decode_many` for ``cls`` with some field types replaced, e.g. ``features=named_floats(names)``
+    to decode Features straight into vectors (an unknown name is then rejected as ``unknown_signal``)."""
+    return _Codec(_strict(cls, **types)).decode
 
 
 def decode_many(

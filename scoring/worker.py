@@ -23,14 +23,11 @@ restart are raised again under the same deterministic id only if the redelivered
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import repeat
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +41,12 @@ from ingest.schemas import (
     SCHEMA_VERSION,
     Features,
     MaintenanceEvent,
-    Reason,
     Rejection,
     Score,
+    batch_decoder,
     decode_many,
     encode,
+    named_floats,
 )
 from scoring import metrics
 from scoring.config import PRIORITIES, AlertConfig, rul_to_time
@@ -148,7 +146,8 @@ class Scorer:
         if old is None or (old.feature_names, old.seq_len) != (predictor.feature_names, predictor.seq_len):
             self.store = SequenceStore(predictor.seq_len, len(predictor.feature_names))
         self.predictor = predictor
-        self._getter = _getter(predictor.feature_names)
+        # Features decoded straight into the model's feature order (one C call for a clean batch).
+        self._decode_features = batch_decoder(Features, features=named_floats(predictor.feature_names))
         metrics.MODEL.info({"version": predictor.version})
         created = _created(self.registry, version)
         if created is not None:
@@ -243,33 +242,15 @@ class Scorer:
         A feature the message omits is undefined (the feature worker leaves out non-finite values):
         NaN, which the predictor fills with its training median. A feature the model does not know
         means another feature spec: dead-lettered as ``unknown_signal``."""
-        decoded, rejects = decode_many([r.value for r in feats], Features)
-        names, getter = self.predictor.feature_names, self._getter
-        n_features = len(names)
-        msgs = [m for _, m in decoded]
-        try:  # the common case, all in C: no stale marker, exactly the model's features
-            dicts = [m.features for m in msgs]
-            if any(m.stale for m in msgs) or any(len(d) != n_features for d in dicts):
-                raise KeyError
-            vectors = list(map(getter, dicts))
-        except KeyError:
-            vectors, keep, known = [], [], set(names)
-            blank = (math.nan,) * n_features
-            for i, m in decoded:
-                unknown = m.features.keys() - known
-                if unknown and not m.stale:
-                    detail = f"features {sorted(unknown)[:3]} unknown to model {self.predictor.version}"
-                    rejects.append(Rejection(i, Reason.UNKNOWN_SIGNAL, detail))
-                    continue
-                vectors.append(blank if m.stale else [m.features.get(k, math.nan) for k in names])
-                keep.append((i, m))
-            decoded, msgs = keep, [m for _, m in keep]
+        decoded, rejects = self._decode_features([r.value for r in feats])
         self._dead_letter(feats, rejects)
+        msgs = [m for _, m in decoded]
+        vectors = list(map(msgspec.structs.astuple, [m.features for m in msgs]))
         return _Rows(
             [m.asset_id for m in msgs],
             np.array([m.ts for m in msgs], dtype=np.float64),
             np.array([m.stale for m in msgs], dtype=bool),
-            np.array(vectors, dtype=np.float32).reshape(len(vectors), n_features),
+            np.array(vectors, dtype=np.float32).reshape(len(vectors), len(self.predictor.feature_names)),
             np.array([pos[i] for i, _ in decoded], dtype=np.int64),
         )
 
@@ -429,12 +410,6 @@ class _Rows:
     def take(self, keep: np.ndarray) -> _Rows:
         ids = [a for a, k in zip(self.asset_ids, keep.tolist(), strict=True) if k]
         return _Rows(ids, self.ts[keep], self.stale[keep], self.x[keep], self.pos[keep])
-
-
-def _getter(names: Sequence[str]):
-    """A function that takes a features dict to its vector in ``names`` order (one C call)."""
-    get = itemgetter(*names)
-    return get if len(names) > 1 else (lambda d: (get(d),))
 
 
 def _created(registry: Any, version: str) -> float | None:

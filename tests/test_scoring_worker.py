@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from scoring_doubles import DoubleRegistry, drain, features, make_scorer, read
 
@@ -137,3 +138,49 @@ def test_score_cadence_publishes_at_most_one_score_per_interval_but_alerts_on_ev
     drain(scorer)
     assert [s.ts for s in read(bus, topics.SCORES, Score)] == [0.0, 4.0, 8.0]
     assert [a.ts for a in read(bus, topics.ALERTS, Alert)] == [2.0]
+
+
+ODD = b'{"v":1,"asset_id":"m2","ts":2.0,"features":%s,"stale":false}'
+
+
+@pytest.mark.parametrize(
+    ("odd", "reason", "m2_scores"),
+    [
+        (encode(Features(asset_id="m2", ts=2.0, features={}, stale=True)), None, 0),  # raises no_data
+        (ODD % b'{"a":0.1,"b":null,"c":0.5}', "non_finite", 0),
+        (ODD % b'{"a":0.1,"b":1e999}', "non_finite", 0),
+        (ODD % b'{"a":0.1,"zz":1.0}', "unknown_signal", 0),
+        (ODD.replace(b'"v":1', b'"v":2') % b'{"a":0.1}', "wrong_version", 0),
+        (ODD.replace(b'"stale"', b'"extra":1,"stale"') % b'{"a":0.1}', None, 1),  # tolerated
+    ],
+    ids=["stale", "null", "overflow", "unknown_feature", "v2", "extra_envelope_field"],
+)
+def test_one_odd_message_among_clean_ones_is_handled_alone(odd, reason, m2_scores):
+    """A clean batch decodes in one call straight into model order; one odd message must neither poison
+    the batch nor slip through it: dead-lettered with its reason (or accepted), the rest scored."""
+    bus = InProcessBus(partitions=1)
+    clean = [(b"m1", features("m1", float(t), 0.2 + t / 10, b=0.5)) for t in range(4)]
+    bus.producer().send_batch(topics.FEATURES, [*clean[:2], (b"m2", odd), *clean[2:]])
+    assert drain(make_scorer(bus, DoubleRegistry())) == 5
+    letters = read(bus, topics.FEATURES_DLQ, DeadLetter)
+    assert [(d.reason, d.raw) for d in letters] == ([(reason, odd)] if reason else [])
+    scores = read(bus, topics.SCORES, Score)
+    m1 = [s for s in scores if s.asset_id == "m1"]
+    assert [s.ts for s in m1] == [0.0, 1.0, 2.0, 3.0]
+    assert [s.risk for s in m1] == pytest.approx([0.2, 0.3, 0.4, 0.5])
+    assert all(s.rul == pytest.approx(50.0) for s in m1)  # 100 * mean(b)
+    assert len(scores) - len(m1) == m2_scores
+
+
+def test_features_decode_in_model_order_whatever_the_message_order():
+    bus = InProcessBus(partitions=1)
+    raw = b'{"v":1,"asset_id":"m1","ts":1.0,"features":{"c":0.5,"b":0.25,"a":0.75}}'  # stale omitted
+    partial = b'{"v":1,"asset_id":"m1","ts":2.0,"features":{"b":0.5}}'  # a, c undefined: NaN
+    bus.producer().send_batch(topics.FEATURES, [(b"m1", raw), (b"m1", partial)])
+    registry = DoubleRegistry()
+    scorer = make_scorer(bus, registry)
+    drain(scorer)
+    scores = read(bus, topics.SCORES, Score)
+    # risk = a (NaN -> 0 in the double), RUL = 100 * mean of b over the left-padded sequence of 4.
+    assert [(s.risk, s.rul) for s in scores] == [pytest.approx((0.75, 25.0)), pytest.approx((0.0, 31.25))]
+    np.testing.assert_array_equal(scorer.store.latest(["m1"])[0], np.array([np.nan, 0.5, np.nan], np.float32))
