@@ -107,3 +107,74 @@ def test_open_alerts_are_resent_and_a_dead_alertmanager_does_not_stop_the_reader
     sink = AlertmanagerSink(url, resend_s=0.0)
     sink.deliver([], board)  # nothing changed, but the resend is due: every open alert again
     assert sorted(a["labels"]["asset_id"] for a in posts[-1]) == ["m1", "m2"]
+
+
+@pytest.fixture
+def alerts_bus(monkeypatch) -> InProcessBus:
+    """`motorwatch alerts` on an in-process bus the test writes to (the command builds its bus from the
+    options; here every build returns this one, and close() leaves it open for the next build)."""
+    from motorwatch.config import BusConfig
+
+    bus = InProcessBus(partitions=2)
+    monkeypatch.setattr(BusConfig, "build", lambda self: bus)
+    monkeypatch.setattr(bus, "close", lambda: None)
+    return bus
+
+
+def table_rows(output: str) -> list[str]:
+    """The asset column of each rich table row (rows start with the priority)."""
+    return [
+        line.split("│")[2].strip() for line in output.splitlines() if line.startswith("│ ") and "│ m" in line
+    ]
+
+
+def test_alerts_command_prints_open_alerts_highest_priority_first(alerts_bus):
+    from click.testing import CliRunner
+
+    from motorwatch.cli import main
+
+    alerts_bus.producer().send_batch(
+        topics.ALERTS,
+        [
+            (b"m1", encode(alert("m1", "raised", "low", risk=0.7))),
+            (b"m2", encode(alert("m2", "raised", "high"))),
+            (b"m3", encode(alert("m3", "raised", "medium"))),
+            (b"m3", encode(alert("m3", "cleared", "medium"))),
+        ],
+    )
+    result = CliRunner().invoke(main, ["alerts"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "open alerts (2)" in result.output
+    assert table_rows(result.output) == ["m2", "m1"]
+    assert "vibration_mm_s_mean_1h=9.1 (base 2)" in result.output and "v0003" in result.output
+
+
+def test_alerts_follow_keeps_the_table_live_until_interrupted(alerts_bus):
+    import os
+    import signal
+    import time
+
+    from click.testing import CliRunner
+
+    from motorwatch.cli import main
+
+    p = alerts_bus.producer()
+    p.send_batch(topics.ALERTS, [(b"m1", encode(alert("m1", "raised", "low", risk=0.7)))])
+
+    def later():  # while the command follows: a new alert, an escalation, then Ctrl-C
+        time.sleep(0.5)
+        p.send_batch(topics.ALERTS, [(b"m2", encode(alert("m2", "raised", "medium")))])
+        time.sleep(0.5)
+        p.send_batch(topics.ALERTS, [(b"m1", encode(alert("m1", "updated", "high", risk=0.97)))])
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    before = signal.getsignal(signal.SIGINT)
+    feeder = threading.Thread(target=later)
+    feeder.start()
+    result = CliRunner().invoke(main, ["alerts", "--follow"], env={"COLUMNS": "200"})
+    feeder.join()
+    assert result.exit_code == 0, result.output
+    assert table_rows(result.output)[-2:] == ["m1", "m2"]  # the last table: m1 escalated to high
+    assert "open alerts (2)" in result.output.rsplit("motorwatch", 1)[-1]
+    assert signal.getsignal(signal.SIGINT) is before  # the command gave Ctrl-C back

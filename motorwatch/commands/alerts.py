@@ -30,13 +30,18 @@ def cli(bus: BusConfig, follow: bool, alertmanager: str | None) -> None:
     the_bus = bus.build()
     sink = AlertmanagerSink(alertmanager) if alertmanager else None
     stop = threading.Event()
+    handlers = {}
     try:
+        board = follow_alerts(the_bus, stop, follow=False, sink=sink)  # what is open now
         if not follow:
-            console.print(render(follow_alerts(the_bus, stop, follow=False, sink=sink)))
+            console.print(render(board))
             return
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        with Live(render(follow_alerts(the_bus, stop, follow=False, sink=sink)), console=console) as live:
-            follow_alerts(the_bus, stop, sink=sink, on_change=lambda board: live.update(render(board)))
+            handlers[sig] = signal.signal(sig, lambda *_: stop.set())
+        with Live(render(board), console=console) as live:
+            # The topic is re-read from its start: what the board holds already is redelivery.
+            follow_alerts(the_bus, stop, sink=sink, board=board, on_change=lambda b: live.update(render(b)))
     finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         the_bus.close()
