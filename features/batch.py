@@ -58,7 +58,8 @@ def compute_features(
     parts = []
     for lo, hi in itertools.pairwise(cuts):
         if hi > lo:
-            parts.append(_features_sorted(spec, a[lo:hi], t[lo:hi], x[lo:hi], maintained[lo:hi]))
+            sel, matrix = _features_sorted(spec, a[lo:hi], t[lo:hi], x[lo:hi], maintained[lo:hi])
+            parts.append((sel + lo, matrix))  # rows of the slice -> rows of the whole sorted log
     rows = [p[0] for p in parts]
     sel = np.concatenate(rows) if rows else np.array([], dtype=np.int64)
     matrix = np.concatenate([p[1] for p in parts]) if parts else np.empty((0, len(spec.names)))

@@ -265,6 +265,19 @@ def test_streaming_equals_batch_on_a_log_with_gaps_duplicates_and_disorder(batch
     assert late > 0 and engine.duplicates > 0
 
 
+def test_a_log_longer_than_one_slice_keeps_each_vector_with_its_asset(monkeypatch) -> None:
+    """Logs beyond ``CHUNK_ROWS`` are computed in slices of whole assets: same output as in one."""
+    import features.batch
+
+    spec = FeatureSpec.from_profile(MOTOR)
+    log = make_log(n_assets=4, n=300, seed=9)
+    whole = compute_features(log, spec)
+    monkeypatch.setattr(features.batch, "CHUNK_ROWS", 250)  # a slice per asset
+    sliced = compute_features(log, spec)
+    assert sliced["asset_id"].nunique() == 4
+    assert_same(sliced, whole, rtol=1e-12)
+
+
 def test_emission_cadence_thins_the_output_the_same_way_in_both_engines() -> None:
     spec = parse_spec({**MOTOR.section("features"), "emit_every": 30}, "motor", SIGNALS)
     log = make_log(n_assets=2, n=600, seed=5)
