@@ -184,12 +184,18 @@ class Predictor:
         (pf, rf), (pl, rl) = components["forest"], components["lstm"]
         return Prediction(blend.risk(pf, pl), blend.rul(rf, rl))
 
-    def drivers(self, last: np.ndarray, k: int = 3) -> list[list[Driver]]:
+    def drivers(self, last: np.ndarray, k: int = 3, baseline: np.ndarray | None = None) -> list[list[Driver]]:
         """Top ``k`` features per row by contribution = forest importance x |deviation from healthy baseline|
-        in healthy standard deviations. Cheap (numpy over the given rows only): call it for alerting rows."""
+        in healthy standard deviations. Cheap (numpy over the given rows only): call it for alerting rows.
+
+        ``baseline`` (rows like ``last``): each row's asset's own healthy baseline, NaN where unknown;
+        the training fleet's healthy baseline stands in where it is NaN or not given."""
         x = self._clean(np.atleast_2d(last)).astype(np.float64)
         b = self.bundle
-        contrib = b.importance * np.abs(x - b.baseline) / b.scale
+        base = np.broadcast_to(b.baseline, x.shape)
+        if baseline is not None:
+            base = np.where(np.isnan(baseline), base, baseline)
+        contrib = b.importance * np.abs(x - base) / b.scale
         top = np.argsort(-contrib, axis=1)[:, :k]
         names = self.feature_names
         return [
@@ -197,7 +203,7 @@ class Predictor:
                 Driver(
                     feature=names[j],
                     value=float(x[i, j]),
-                    baseline=float(b.baseline[j]),
+                    baseline=float(base[i, j]),
                     contribution=float(contrib[i, j]),
                 )
                 for j in row

@@ -49,8 +49,9 @@ from ingest.schemas import (
     named_floats,
 )
 from scoring import metrics
+from scoring.baselines import AssetBaselines
 from scoring.config import PRIORITIES, AlertConfig, rul_to_time
-from scoring.policy import FLEET, AlertPolicy, Transition
+from scoring.policy import AlertPolicy, Transition
 from scoring.scheduler import PlanItem, Scheduler, write_schedule
 from scoring.sequences import SequenceStore
 
@@ -107,6 +108,7 @@ class Scorer:
         self._position: dict[tuple[str, int], int] = {}
         self.predictor: Any = None
         self.store: SequenceStore | None = None
+        self.baselines: AssetBaselines | None = None
         self.last_risk = np.zeros(0)
         self.last_rul = np.zeros(0)
         self.last_emit = np.zeros(0)
@@ -145,6 +147,7 @@ class Scorer:
         old = self.predictor
         if old is None or (old.feature_names, old.seq_len) != (predictor.feature_names, predictor.seq_len):
             self.store = SequenceStore(predictor.seq_len, len(predictor.feature_names))
+            self.baselines = AssetBaselines(len(predictor.feature_names), self._spec.baseline_n)
         self.predictor = predictor
         # Features decoded straight into the model's feature order (one C call for a clean batch).
         self._decode_features = batch_decoder(Features, features=named_floats(predictor.feature_names))
@@ -228,6 +231,8 @@ class Scorer:
                 start = end
             if event is not None:
                 transitions.extend(self.policy.maintenance(event.asset_id, event.ts, version))
+                if event.asset_id in store.slot:  # its next vectors are its new healthy baseline
+                    self.baselines.reset(store.slot[event.asset_id])
         if transitions:
             self._publish_alerts(transitions, rows, out)
             self._replan(out)
@@ -265,6 +270,7 @@ class Scorer:
         store, predictor = self.store, self.predictor
         x, fslots = rows.x[fresh], slots[fresh]
         seq = store.append(fslots, x)
+        self.baselines.add(fslots, x)
         began = time.perf_counter()
         pred = predictor.predict(x, seq)
         metrics.INFERENCE_SECONDS.observe(time.perf_counter() - began)
@@ -306,21 +312,27 @@ class Scorer:
         return due
 
     def _publish_alerts(self, transitions: list[Transition], rows: _Rows, out: dict[str, list]) -> None:
-        """Attach drivers (from the row that caused the alert, else the asset's newest vector)."""
-        k = self.config.drivers_k
+        """Attach drivers (from the row that caused the alert, else the asset's newest vector), against
+        the asset's own baseline."""
         alerts = [a for _, a in transitions]
         store = self.store
-        vecs, need = [], []
+        vecs, slots, need = [], [], []
         for j, (row, a) in enumerate(transitions):
+            slot = None if a.kind == "flood" else store.slot.get(a.asset_id)
+            if slot is None:  # a fleet flood summary: no one vector to explain
+                continue
             if row >= 0 and not rows.stale[row]:
                 vecs.append(rows.x[row])
-            elif a.asset_id != FLEET and store.count[store.slot[a.asset_id]] > 0:
-                vecs.append(store.latest([a.asset_id])[0])
-            else:  # a fleet flood, or an asset silent since before its first score: no vector to explain
+            elif store.count[slot] > 0:
+                vecs.append(store.buf[slot, -1])
+            else:  # an asset silent since before its first score
                 continue
+            slots.append(slot)
             need.append(j)
         if need:
-            for j, drivers in zip(need, self.predictor.drivers(np.stack(vecs), k=k), strict=True):
+            baseline = self.baselines.mean(np.array(slots))
+            found = self.predictor.drivers(np.stack(vecs), k=self.config.drivers_k, baseline=baseline)
+            for j, drivers in zip(need, found, strict=True):
                 alerts[j].drivers = list(drivers)
         for a in alerts:
             if a.state == "raised":

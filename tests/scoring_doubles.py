@@ -39,14 +39,17 @@ class DoublePredictor:
         last, seq = np.nan_to_num(last), np.nan_to_num(seq)  # the real one fills NaN with training medians
         return Prediction(np.clip(last[:, 0], 0, 1).astype(np.float64), 100.0 * seq[:, :, 1].mean(axis=1))
 
-    def drivers(self, last: np.ndarray, k: int = 3) -> list[list[Driver]]:
-        top = np.argsort(-np.abs(last), axis=1)[:, :k]
+    def drivers(self, last: np.ndarray, k: int = 3, baseline: np.ndarray | None = None) -> list[list[Driver]]:
+        """Deviation from the asset's baseline (0 where none is given), largest first."""
+        base = np.zeros_like(last) if baseline is None else np.nan_to_num(baseline)
+        dev = np.abs(last - base)
+        top = np.argsort(-dev, axis=1, kind="stable")[:, :k]
         return [
             [
-                Driver(feature=NAMES[j], value=float(row[j]), baseline=0.0, contribution=float(abs(row[j])))
+                Driver(feature=NAMES[j], value=float(x[j]), baseline=float(b[j]), contribution=float(d[j]))
                 for j in idx
             ]
-            for row, idx in zip(last, top.tolist(), strict=True)
+            for x, b, d, idx in zip(last, base, dev, top.tolist(), strict=True)
         ]
 
 
@@ -91,4 +94,4 @@ def make_scorer(bus, registry, tmp_path=None, **kw) -> Scorer:
         schedule_out=tmp_path / "plan.json" if tmp_path else None,
         **kw,
     )
-    return Scorer(bus, load_profile("motor"), registry, cfg, spec=object())
+    return Scorer(bus, load_profile("motor"), registry, cfg)

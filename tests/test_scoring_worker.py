@@ -184,3 +184,38 @@ def test_features_decode_in_model_order_whatever_the_message_order():
     # risk = a (NaN -> 0 in the double), RUL = 100 * mean of b over the left-padded sequence of 4.
     assert [(s.risk, s.rul) for s in scores] == [pytest.approx((0.75, 25.0)), pytest.approx((0.0, 31.25))]
     np.testing.assert_array_equal(scorer.store.latest(["m1"])[0], np.array([np.nan, 0.5, np.nan], np.float32))
+
+
+def test_alert_drivers_compare_with_the_asset_own_baseline_relearnt_after_maintenance():
+    import dataclasses
+
+    from features.spec import FeatureSpec
+    from ingest.profiles import load_profile
+    from scoring.worker import Scorer, ScorerConfig
+
+    def vec(asset: str, t: float, a: float, c: float) -> tuple[bytes, bytes]:
+        return asset.encode(), encode(Features(asset_id=asset, ts=t, features={"a": a, "b": 0.9, "c": c}))
+
+    motor = load_profile("motor")
+    spec = dataclasses.replace(FeatureSpec.from_profile(motor), baseline_n=2)  # baseline: first 2 vectors
+    bus = InProcessBus(partitions=1)
+    p = bus.producer()
+    # m1 runs with c = 0.5 when healthy, m2 with c = 3.0; both then go high risk (a = 0.95) with c = 3.0.
+    p.send_batch(
+        topics.FEATURES, [vec(m, t, 0.1, c) for t in (0.0, 1.0) for m, c in (("m1", 0.5), ("m2", 3.0))]
+    )
+    p.send_batch(topics.FEATURES, [vec(m, t, 0.95, 3.0) for t in (2.0, 3.0, 4.0) for m in ("m1", "m2")])
+    scorer = Scorer(bus, motor, DoubleRegistry(), ScorerConfig(reload_interval_s=0.0), spec=spec)
+    drain(scorer)
+    raised = {a.asset_id: {d.feature: d for d in a.drivers} for a in read(bus, topics.ALERTS, Alert)}
+    assert [d.feature for d in sorted(raised["m1"].values(), key=lambda d: -d.contribution)][:2] == ["c", "a"]
+    assert raised["m1"]["c"].baseline == pytest.approx(0.5) and raised["m1"]["c"].value == pytest.approx(3.0)
+    assert raised["m2"]["c"].baseline == pytest.approx(3.0) and raised["m2"]["c"].contribution == 0.0
+    assert max(raised["m2"].values(), key=lambda d: d.contribution).feature == "a"
+    # A repair: m1's next two vectors are its new baseline (now c = 3.0 is its normal).
+    p.send_batch(topics.MAINTENANCE, [(b"m1", b'{"v":1,"asset_id":"m1","ts":5.0,"action":"repair"}')])
+    drain(scorer)
+    p.send_batch(topics.FEATURES, [vec("m1", t, 0.95, 3.0) for t in (6.0, 7.0, 8.0)])
+    drain(scorer)
+    again = [a for a in read(bus, topics.ALERTS, Alert) if a.asset_id == "m1" and a.ts == 8.0]
+    assert len(again) == 1 and {d.feature: d.baseline for d in again[0].drivers}["c"] == pytest.approx(3.0)

@@ -1,0 +1,67 @@
+"""Each asset's own healthy baseline, for the drivers of its alerts.
+
+An asset's baseline is the mean of its first ``n`` feature vectors (each feature over its defined
+values) since the scorer first saw it or since its latest maintenance, the same convention as the
+feature worker's z-score baselines (``baseline_n`` in the profile's ``[features]``). It lives in
+memory: after a scorer restart an asset's baseline is re-learnt from the vectors that follow, so
+the alert drivers then compare with that asset's state at the restart (the training fleet's
+baseline stands in for features without values yet).
+
+>>> import numpy as np
+>>> b = AssetBaselines(n_features=2, n=2)
+>>> b.add(np.array([0, 0, 0, 1]), np.array([[1.0, np.nan], [3.0, 4.0], [9.0, 9.0], [5.0, 6.0]]))
+>>> b.mean(np.array([0, 1, 2])).tolist()
+[[2.0, 4.0], [5.0, 6.0], [nan, nan]]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class AssetBaselines:
+    """Per-slot sums of the first ``n`` vectors of each asset (slots as in :class:`SequenceStore`)."""
+
+    def __init__(self, n_features: int, n: int, capacity: int = 1024) -> None:
+        self.n = n
+        self.sum = np.zeros((capacity, n_features))
+        self.defined = np.zeros((capacity, n_features), dtype=np.int64)
+        self.taken = np.zeros(capacity, dtype=np.int64)  # vectors taken so far, up to n
+
+    def add(self, slots: np.ndarray, x: np.ndarray) -> None:
+        """Take the rows ``x`` of ``slots`` (stream order) that fall in their asset's first ``n``."""
+        if len(slots) and slots.max() >= len(self.taken):
+            self._grow(int(slots.max()) + 1)
+        if len(slots) == 0 or (self.taken[slots] >= self.n).all():
+            return  # the steady state: every asset has its baseline
+        order = np.argsort(slots, kind="stable")
+        s = slots[order]
+        first = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+        rank = np.arange(len(s)) - np.repeat(first, np.diff(np.r_[first, len(s)]))
+        take = order[self.taken[s] + rank < self.n]
+        rows, ts = x[take], slots[take]
+        defined = ~np.isnan(rows)
+        np.add.at(self.sum, ts, np.where(defined, rows, 0.0))
+        np.add.at(self.defined, ts, defined)
+        np.add.at(self.taken, ts, 1)
+
+    def mean(self, slots: np.ndarray) -> np.ndarray:
+        """Baseline rows of ``slots``: NaN for a feature with no value yet."""
+        slots = np.asarray(slots)
+        out = np.full((len(slots), self.sum.shape[1]), np.nan)
+        known = slots < len(self.taken)
+        d = self.defined[slots[known]]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[known] = np.where(d > 0, self.sum[slots[known]] / d, np.nan)
+        return out
+
+    def reset(self, slot: int) -> None:
+        """Maintenance: the asset's next ``n`` vectors are its new baseline."""
+        if slot < len(self.taken):
+            self.sum[slot], self.defined[slot], self.taken[slot] = 0.0, 0, 0
+
+    def _grow(self, needed: int) -> None:
+        extra = max(needed, 2 * len(self.taken)) - len(self.taken)
+        self.sum = np.concatenate([self.sum, np.zeros((extra, self.sum.shape[1]))])
+        self.defined = np.concatenate([self.defined, np.zeros((extra, self.defined.shape[1]), np.int64)])
+        self.taken = np.concatenate([self.taken, np.zeros(extra, np.int64)])
