@@ -82,7 +82,8 @@ class FeatureWorker:
     def run_once(self, max_records: int | None = None, timeout_s: float | None = None) -> int:
         """Poll one batch, process it, produce and flush; checkpoint when due. Returns records consumed."""
         records = self.consumer.poll_batch(
-            max_records or self.config.max_records, timeout_s or self.config.timeout_s
+            max_records or self.config.max_records,
+            self.config.timeout_s if timeout_s is None else timeout_s,
         )
         if not records:
             if self._uncommitted and self._checkpoint_due():
@@ -107,9 +108,20 @@ class FeatureWorker:
         if self._checkpoint_due():
             self.checkpoint()
         metrics.ASSETS.set(self.engine.assets)
+        metrics.WAITING.set(self.engine.waiting)
         metrics.STATE_BYTES.set(self.engine.state_bytes())
         metrics.LATENCY.observe(time.perf_counter() - started)
         return len(records)
+
+    def finish(self) -> int:
+        """The end of the input (a replayed log): emit the readings still waiting out their grace
+        period, produce and flush. Returns the feature vectors emitted."""
+        emitted = self.engine.flush()
+        if len(emitted):
+            self.producer.send_batch(self.config.features_topic, self._encode(emitted))
+            metrics.EMITTED.labels("vector").inc(len(emitted))
+        self.producer.flush()
+        return len(emitted)
 
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set, then checkpoint and close."""

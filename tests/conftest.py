@@ -7,14 +7,22 @@ from collections.abc import Iterator
 
 import pytest
 
+# The broker CI started, read once: the variable is then hidden from every test (below), so a CLI run
+# inside a test never picks Kafka up from the environment; tests that want Kafka ask for it.
+_BOOTSTRAP = os.environ.get("MOTORWATCH_BOOTSTRAP")
+
+
+@pytest.fixture(autouse=True)
+def _no_bootstrap_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MOTORWATCH_BOOTSTRAP", raising=False)
+
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``host:port`` of a real Kafka broker: ``$MOTORWATCH_BOOTSTRAP`` if set (CI starts one with
     ``motorwatch kafka start``), else a local broker started for this test session."""
-    bootstrap = os.environ.get("MOTORWATCH_BOOTSTRAP")
-    if bootstrap:
-        yield bootstrap
+    if _BOOTSTRAP:
+        yield _BOOTSTRAP
         return
     from ingest import local_broker
 

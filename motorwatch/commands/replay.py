@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from motorwatch.config import BusConfig, bus_options, profile_option
+from motorwatch.config import BusConfig, bus_options, profile_option, registry_option
 
 SHOW_BAD_ROWS = 20  # bad rows printed one by one; the rest are only counted
 
@@ -42,23 +42,24 @@ def _speed(ctx: click.Context, param: click.Parameter, value: str) -> str:
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Score the log offline into this CSV/Parquet file instead of publishing.",
+    help="Back-test: replay, features and scoring in this process; one row per score to this "
+    ".csv/.parquet file (asset_id, ts, risk, rul, alert_state, priority, model_version).",
 )
+@registry_option
 @bus_options
 def cli(
-    logs: tuple[Path, ...], fmt: str | None, profile: str, speed: str, out: Path | None, bus: BusConfig
+    logs: tuple[Path, ...],
+    fmt: str | None,
+    profile: str,
+    speed: str,
+    out: Path | None,
+    registry: Path,
+    bus: BusConfig,
 ) -> None:
-    """Replay LOGs (CSV, Parquet, C-MAPSS text, or a simulator log directory) onto sensor.readings."""
-    from ingest import topics
+    """Replay LOGs (CSV, Parquet, C-MAPSS text, or a simulator log directory) onto sensor.readings,
+    or score them offline with --out."""
     from ingest.profiles import load_profile
-    from ingest.replay import replay
 
-    if out is not None:
-        raise click.ClickException(
-            "offline scoring needs the feature worker and the scorer wired into replay "
-            "(issue 7, demo wiring): not built yet; replay onto a bus and run `motorwatch features` "
-            "and `motorwatch score` meanwhile."
-        )
     try:
         prof = load_profile(profile)
     except ValueError as exc:
@@ -71,22 +72,54 @@ def cli(
         if shown <= SHOW_BAD_ROWS:
             click.echo(f"skipped {row}", err=True)
 
+    if out is not None:
+        if bus.kind != "inproc" or speed != "max":
+            raise click.UsageError(
+                "--out scores offline on the in-process bus at max speed: drop --bus/--speed"
+            )
+        _score_offline(list(logs), prof, registry, out, fmt, report)
+    else:
+        _publish(list(logs), prof, speed, fmt, bus, report)
+    if shown > SHOW_BAD_ROWS:
+        click.echo(f"... and {shown - SHOW_BAD_ROWS} more bad rows", err=True)
+
+
+def _skipped(skipped: dict[str, int]) -> str:
+    return ", ".join(f"{reason} {n}" for reason, n in sorted(skipped.items())) or "none"
+
+
+def _score_offline(logs: list[Path], prof, registry: Path, out: Path, fmt: str | None, report) -> None:
+    from motorwatch.offline import score_logs
+    from motorwatch.pipeline import NoModelError
+
+    try:
+        result = score_logs(logs, prof, registry, out, fmt=fmt, on_bad_row=report)
+    except (NoModelError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"scored {result.replay.published} readings into {result.scores} scores ({result.alerts} alert "
+        f"changes) in {out}; skipped rows: {_skipped(result.replay.skipped)}; "
+        f"dead letters: {_skipped(result.dead_letters)}"
+    )
+
+
+def _publish(logs: list[Path], prof, speed: str, fmt: str | None, bus: BusConfig, report) -> None:
+    from ingest import topics
+    from ingest.replay import replay
+
     b = bus.build()
     try:
         b.create_topics([topics.READINGS], bus.partitions)
         producer = b.producer()
         try:
-            result = replay(list(logs), prof, producer, speed=speed, fmt=fmt, on_bad_row=report)
+            result = replay(logs, prof, producer, speed=speed, fmt=fmt, on_bad_row=report)
         except ValueError as exc:  # a log the profile cannot read (missing column, unknown format)
             raise click.ClickException(str(exc)) from None
         finally:
             producer.close()
     finally:
         b.close()
-    if shown > SHOW_BAD_ROWS:
-        click.echo(f"... and {shown - SHOW_BAD_ROWS} more bad rows", err=True)
-    skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(result.skipped.items())) or "none"
     click.echo(
-        f"published {result.published} readings to {topics.READINGS} "
-        f"(event time {result.first_ts:g} .. {result.last_ts:g} {prof.time_unit}); skipped rows: {skipped}"
+        f"published {result.published} readings to {topics.READINGS} (event time {result.first_ts:g} .. "
+        f"{result.last_ts:g} {prof.time_unit}); skipped rows: {_skipped(result.skipped)}"
     )

@@ -1,0 +1,76 @@
+"""Every stage in one process: a source (the simulator or a replayed log), the feature worker and the
+scorer take turns on one bus, each consuming what the previous one produced.
+
+The stages are the very classes that run as separate processes on Kafka; here one thread drives
+them round-robin, so a run is deterministic and needs no locks. On the in-process bus the
+producer of a stage must never get more than ``max_backlog`` ahead of its consumers (the bus raises
+rather than deadlock on one thread): sources send at most a few thousand readings, then
+:meth:`Pipeline.pump` drains the stages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from features.worker import FeatureWorker, WorkerConfig
+from ingest import topics
+from ingest.bus import Bus
+from ingest.profiles import Profile
+from models.registry import Registry
+from scoring.worker import Scorer, ScorerConfig
+
+
+class NoModelError(RuntimeError):
+    """The registry holds no model to score with."""
+
+
+@dataclass
+class Pipeline:
+    """The feature worker and the scorer on ``bus``, pumped by whoever feeds ``sensor.readings``."""
+
+    bus: Bus
+    features: FeatureWorker
+    scorer: Scorer
+
+    @classmethod
+    def build(
+        cls,
+        bus: Bus,
+        profile: Profile,
+        registry: Path,
+        scorer_config: ScorerConfig | None = None,
+        partitions: int = 6,
+    ) -> Pipeline:
+        """Create the topics and both stages; refuses (:class:`NoModelError`) an empty registry."""
+        reg = Registry(registry)
+        if reg.latest_version() is None:
+            raise NoModelError(f"no model in the registry {registry}: run `motorwatch train` first")
+        bus.create_topics(topics.ALL, partitions)
+        features = FeatureWorker(bus, profile, WorkerConfig())
+        return cls(bus, features, Scorer(bus, profile, reg, scorer_config or ScorerConfig()))
+
+    def pump(self, on_round: Callable[[], Any] | None = None) -> int:
+        """Run the feature worker, then the scorer (then ``on_round``, e.g. a reader of the outputs),
+        until a round consumes nothing. Returns the records the two stages consumed."""
+        total = 0
+        while True:
+            n = self.features.run_once(timeout_s=0.0)
+            n += self.scorer.run_once(timeout_s=0.0)
+            if on_round is not None:
+                n += on_round() or 0
+            total += n
+            if not n:
+                return total
+
+    def finish(self, on_round: Callable[[], Any] | None = None) -> int:
+        """The end of the input: release what the feature worker holds for its grace period, score it."""
+        self.pump(on_round)
+        self.features.finish()
+        return self.pump(on_round)
+
+    def close(self) -> None:
+        self.features.close()
+        self.scorer.close()
