@@ -187,6 +187,20 @@ class FeatureEngine:
     def assets(self) -> int:
         return len(self.asset_ids)
 
+    @property
+    def capacity(self) -> int:
+        """Asset slots allocated (grows by doubling)."""
+        return self._capacity
+
+    def allocated_bytes(self) -> int:
+        """Bytes of the state arrays as allocated, spare slots included."""
+        return sum(a.nbytes for a in self._arrays.values())
+
+    @property
+    def waiting(self) -> int:
+        """Accepted readings still waiting out the grace period."""
+        return int(self._arrays["wait_n"][: self.assets].sum())
+
     def state_bytes(self) -> int:
         """Bytes of state held for the tracked assets (arrays plus waiting readings)."""
         per_asset = sum(a[0].nbytes for a in self._arrays.values()) if self._capacity else 0

@@ -62,3 +62,28 @@ class Span:
 def load_note() -> str:
     """The machine's load for a note beside a wall-clock figure."""
     return f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+
+
+def rate_rows(
+    benchmark: str, span: Span, n: int, note: str = "", target: str | None = None, unit: str = "readings"
+) -> list[dict]:
+    """Two benchmark rows for ``n`` items done in ``span``: per wall-clock second (with the load in
+    its note), then per CPU-second (one core's worth, whatever else runs). ``target`` applies to both."""
+    wall, cpu = span.rates(n)
+    goal = {"target": target} if target else {}
+    return [
+        {
+            "benchmark": benchmark,
+            "value": wall,
+            "unit": f"{unit}/s",
+            **goal,
+            "note": "; ".join(part for part in (note, load_note()) if part),
+        },
+        {
+            "benchmark": f"{benchmark} per CPU-second",
+            "value": cpu,
+            "unit": f"{unit}/cpu-s",
+            **goal,
+            "note": "CPU time of this process, all threads",
+        },
+    ]

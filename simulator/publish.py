@@ -75,7 +75,8 @@ class Publisher:
 
     ``run_once`` never sleeps (a single-threaded runner interleaves it with other stages);
     ``run`` loops until ``stop`` is set or ``end_ts`` (event time) is reached. With ``log``, what is
-    sent and the ground truth are also written to files (the caller closes the writer).
+    sent and the ground truth are also written to files (the caller closes the writer). Readings go
+    to ``readings_topic``, performed maintenance to ``maintenance_topic`` (other names isolate a run).
     """
 
     def __init__(
@@ -87,8 +88,12 @@ class Publisher:
         end_ts: float | None = None,
         log: LogWriter | None = None,
         clock: Callable[[], float] = time.monotonic,
+        readings_topic: str = topics.READINGS,
+        maintenance_topic: str = topics.MAINTENANCE,
     ) -> None:
         self.fleet = fleet
+        self.readings_topic = readings_topic
+        self.maintenance_topic = maintenance_topic
         self.producer = producer
         self.pacing = pacing
         self.end_tick = (
@@ -137,7 +142,7 @@ class Publisher:
         if self.done:
             delivered = Delivered.concat([delivered, self.fleet.drain_columns()])
         messages = encode_batch(self.fleet.to_batch(delivered))
-        self.producer.send_batch(topics.READINGS, messages)
+        self.producer.send_batch(self.readings_topic, messages)
         events = self.fleet.events()
         if self.log is not None:
             self.log.write_readings(delivered)
@@ -145,7 +150,7 @@ class Publisher:
         done = [e for e in events if e.kind == "maintenance"]
         if done:
             self.producer.send_batch(
-                topics.MAINTENANCE,
+                self.maintenance_topic,
                 [
                     (
                         e.asset_id.encode(),
@@ -186,9 +191,11 @@ class MaintenanceListener:
     this fleet are counted in ``foreign`` and skipped.
     """
 
-    def __init__(self, fleet: Fleet, bus: Bus, group_id: str = "motorwatch-simulator") -> None:
+    def __init__(
+        self, fleet: Fleet, bus: Bus, group_id: str = "motorwatch-simulator", topic: str = topics.SCHEDULE
+    ) -> None:
         self.fleet = fleet
-        self.consumer = bus.consumer([topics.SCHEDULE], group_id)
+        self.consumer = bus.consumer([topic], group_id)
         self.producer = bus.producer()
         self.applied: dict[str, float] = {}  # job id -> event time the order takes effect
         self.foreign = 0

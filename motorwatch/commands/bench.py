@@ -21,6 +21,8 @@ STAGES: dict[str, str] = {
     "bus": "ingest.bench:run",
     "replay": "ingest.bench_replay:run",
     "score": "scoring.bench:run",
+    "simulate": "simulator.bench:run",
+    "features": "features.bench:run",
 }
 
 
