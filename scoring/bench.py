@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ingest import topics
+from ingest.benchtools import Span, load_note
 from ingest.inproc import InProcessBus
 from ingest.profiles import load_profile
 from ingest.schemas import Features, Score, decode_many, encode
@@ -74,26 +75,12 @@ class _Workload:
         return out
 
 
-class _Clock:
-    """Wall and CPU time of a block: on a shared machine, vectors per CPU-second is the per-core rate."""
-
-    def __enter__(self) -> _Clock:
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
-
-    def rates(self, n: int) -> tuple[float, float]:
-        return n / self.wall, n / self.cpu
-
-
 def _forward_rate(predictor, load: _Workload, n: int, batch: int = 1024) -> tuple[float, float]:
     x = load.vectors(batch)
     seq = np.repeat(x[:, None, :], predictor.seq_len, axis=1) + load.vectors(batch)[:, None, :] * 0.01
     predictor.predict(x, seq)  # warm-up
     rounds = max(n // batch, 3)
-    with _Clock() as clock:
+    with Span() as clock:
         for _ in range(rounds):
             predictor.predict(x, seq)
     return clock.rates(rounds * batch)
@@ -102,10 +89,10 @@ def _forward_rate(predictor, load: _Workload, n: int, batch: int = 1024) -> tupl
 def _naive_rate(predictor, load: _Workload, n: int = 500) -> float:
     x = load.vectors(n)
     seq = np.repeat(x[:, None, :], predictor.seq_len, axis=1)
-    began = time.perf_counter()
-    for i in range(n):
-        predictor.predict(x[i : i + 1], seq[i : i + 1])
-    return n / (time.perf_counter() - began)
+    with Span() as clock:
+        for i in range(n):
+            predictor.predict(x[i : i + 1], seq[i : i + 1])
+    return clock.rates(n)[0]
 
 
 def _scorer(bus, registry, profile, **kw) -> Scorer:
@@ -123,7 +110,7 @@ def _throughput(registry, profile, load: _Workload, n: int) -> tuple[float, floa
     scorer = _scorer(bus, registry, profile)
     scorer.run_once(max_records=1024, timeout_s=0.0)  # model load and warm-up
     done = 0
-    with _Clock() as clock:
+    with Span() as clock:
         while scored := scorer.run_once(timeout_s=0.0):
             done += scored
     bus.close()
@@ -215,7 +202,7 @@ def run(count: int, bus, console) -> list[dict]:
     scored, scored_cpu = _throughput(registry, profile, load, n)
     paced = _paced_latency(registry, profile, load, rate=5_000.0, seconds=10.0)
     idle = _idle_latency(registry, profile, load)
-    busy = f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    busy = load_note()
     return [
         {
             "benchmark": "model forward (RF+LSTM, batches of 1024)",
