@@ -21,6 +21,10 @@ LATENCY = Histogram(
     "Processing time of one polled batch, from poll to commit.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+WAITING = Gauge(
+    "motorwatch_features_readings_waiting",
+    "Accepted readings waiting out the grace period (processed once their asset's clock passes them).",
+)
 ASSETS = Gauge("motorwatch_features_assets_tracked", "Assets whose state the feature worker holds.")
 STATE_BYTES = Gauge("motorwatch_features_state_bytes", "Bytes of feature state held in memory.")
 CHECKPOINTS = Counter(
