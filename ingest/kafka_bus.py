@@ -327,5 +327,11 @@ class _Consumer:
     def assignment(self) -> set[TopicPartitionTuple]:
         return {(tp.topic, tp.partition) for tp in self._kafka.assignment()}
 
+    def highwater(self) -> dict[TopicPartitionTuple, int]:
+        """The end offset of each assigned partition as of the latest fetch (no broker request; a
+        partition not fetched from yet is left out). With the offsets consumed: the consumer lag."""
+        ends = {tp: self._kafka.highwater(tp) for tp in self._kafka.assignment()}
+        return {(tp.topic, tp.partition): end for tp, end in ends.items() if end is not None}
+
     def close(self) -> None:
         self._kafka.close(autocommit=False)

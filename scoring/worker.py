@@ -381,8 +381,8 @@ class Scorer:
     def _update_lag(self) -> None:
         """Consumer lag per input topic and the top-K risk gauges, at most once a second.
 
-        Lag comes from the consumer's ``lag()`` when the bus offers one, else from the bus's
-        ``end_offsets`` (the in-process bus) and the offsets this scorer has consumed."""
+        Lag: the end offset of each assigned partition (the Kafka consumer's ``highwater()`` from its
+        fetches, else the bus's ``end_offsets``: the in-process bus) minus the offset consumed."""
         now = time.monotonic()
         if now < self._next_lag:
             return
@@ -390,17 +390,14 @@ class Scorer:
         if self.store is not None:
             n = len(self.store)
             metrics.set_top_risk(list(self.store.slot), self.last_risk[:n], self.config.top_k)
-        per_partition = getattr(self.consumer, "lag", None)
-        if per_partition is not None:
-            lags = per_partition()
+        highwater = getattr(self.consumer, "highwater", None)
+        if highwater is not None:
+            ends = highwater()
         elif self._end_offsets is not None:
-            lags = {}
-            for topic, partition in self.consumer.assignment():
-                seen = self._position.get((topic, partition))
-                if seen is not None:
-                    lags[(topic, partition)] = max(self._end_offsets(topic)[partition] - seen, 0)
+            ends = {(t, p): self._end_offsets(t)[p] for t, p in self.consumer.assignment()}
         else:
             return
+        lags = {tp: max(end - self._position[tp], 0) for tp, end in ends.items() if tp in self._position}
         totals: dict[str, int] = {}
         for (topic, _), value in lags.items():
             name = topic.removeprefix(self._prefix)

@@ -219,3 +219,34 @@ def test_alert_drivers_compare_with_the_asset_own_baseline_relearnt_after_mainte
     drain(scorer)
     again = [a for a in read(bus, topics.ALERTS, Alert) if a.asset_id == "m1" and a.ts == 8.0]
     assert len(again) == 1 and {d.feature: d.baseline for d in again[0].drivers}["c"] == pytest.approx(3.0)
+
+
+@pytest.mark.kafka
+def test_consumer_lag_on_kafka_counts_the_records_not_consumed_yet(kafka_bootstrap):
+    import time
+    import uuid
+
+    from prometheus_client import REGISTRY
+
+    from ingest.kafka_bus import KafkaBus
+
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    bus = KafkaBus(kafka_bootstrap)
+    bus.create_topics([prefix + t for t in topics.ALL], 1)
+    producer = bus.producer()
+    producer.send_batch(prefix + topics.FEATURES, [(b"m1", features("m1", float(t), 0.1)) for t in range(50)])
+    producer.flush()
+    scorer = make_scorer(bus, DoubleRegistry(), group_id=f"scorer-{prefix}", topic_prefix=prefix)
+    try:
+        consumed, deadline = 0, time.monotonic() + 60
+        while not consumed and time.monotonic() < deadline:  # the first polls join the group
+            consumed = scorer.run_once(max_records=10, timeout_s=0.5)
+        assert consumed == 10
+        scorer._next_lag = 0.0
+        scorer._update_lag()
+        lag = REGISTRY.get_sample_value("motorwatch_scorer_consumer_lag_messages", {"topic": topics.FEATURES})
+        assert lag == 40
+    finally:
+        scorer.close()
+        producer.close()
+        bus.close()
