@@ -24,6 +24,11 @@ class BusConfig:
     kind: Literal["inproc", "kafka"] = "inproc"
     bootstrap: str | None = None
     partitions: int = DEFAULT_PARTITIONS
+    topic_prefix: str = ""  # prepended to every topic name: isolated pipelines on one cluster
+
+    def topic(self, name: str) -> str:
+        """The name of topic ``name`` (e.g. ``ingest.topics.READINGS``) on this bus."""
+        return self.topic_prefix + name
 
     def build(self):  # -> ingest.bus.Bus (imported lazily: the Kafka client is not always needed)
         if self.kind == "kafka":
@@ -38,18 +43,47 @@ class BusConfig:
 
 
 def bus_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add ``--bus``, ``--bootstrap`` and ``--partitions``; pass one ``bus: BusConfig``."""
+    """Add ``--bus``, ``--bootstrap``, ``--partitions``, ``--topic-prefix``; pass one ``bus: BusConfig``."""
 
-    @click.option("--bus", "bus_kind", type=click.Choice(["inproc", "kafka"]), default=None,
-                  help="Transport (default: kafka when --bootstrap is given, else inproc).")
-    @click.option("--bootstrap", envvar="MOTORWATCH_BOOTSTRAP", default=None, metavar="HOST:PORT",
-                  help="Kafka bootstrap server [env MOTORWATCH_BOOTSTRAP].")
-    @click.option("--partitions", type=int, default=DEFAULT_PARTITIONS, show_default=True,
-                  help="Partitions per topic when topics are created.")
+    @click.option(
+        "--bus",
+        "bus_kind",
+        type=click.Choice(["inproc", "kafka"]),
+        default=None,
+        help="Transport (default: kafka when --bootstrap is given, else inproc).",
+    )
+    @click.option(
+        "--bootstrap",
+        envvar="MOTORWATCH_BOOTSTRAP",
+        default=None,
+        metavar="HOST:PORT",
+        help="Kafka bootstrap server [env MOTORWATCH_BOOTSTRAP].",
+    )
+    @click.option(
+        "--partitions",
+        type=int,
+        default=DEFAULT_PARTITIONS,
+        show_default=True,
+        help="Partitions per topic when topics are created.",
+    )
+    @click.option(
+        "--topic-prefix",
+        default="",
+        metavar="PREFIX",
+        help="Prepended to every topic name, so pipelines sharing a cluster stay apart.",
+    )
     @functools.wraps(func)
-    def wrapper(*args: Any, bus_kind: str | None, bootstrap: str | None, partitions: int, **kwargs: Any) -> Any:
+    def wrapper(
+        *args: Any,
+        bus_kind: str | None,
+        bootstrap: str | None,
+        partitions: int,
+        topic_prefix: str,
+        **kwargs: Any,
+    ) -> Any:
         kind = bus_kind or ("kafka" if bootstrap else "inproc")
-        return func(*args, bus=BusConfig(kind=kind, bootstrap=bootstrap, partitions=partitions), **kwargs)
+        bus = BusConfig(kind=kind, bootstrap=bootstrap, partitions=partitions, topic_prefix=topic_prefix)
+        return func(*args, bus=bus, **kwargs)
 
     return wrapper
 
@@ -65,12 +99,20 @@ def default_registry() -> Path:
 
 def registry_option(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--registry DIR`` (the model registry)."""
-    return click.option("--registry", type=click.Path(file_okay=False, path_type=Path), default=None,
-                        help="Model registry dir [env MOTORWATCH_REGISTRY; default ~/.local/share/motorwatch/registry].",
-                        callback=lambda ctx, p, v: v or default_registry())(func)
+    return click.option(
+        "--registry",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Model registry dir [env MOTORWATCH_REGISTRY; default ~/.local/share/motorwatch/registry].",
+        callback=lambda ctx, p, v: v or default_registry(),
+    )(func)
 
 
 def profile_option(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--profile NAME|PATH`` (default ``motor``)."""
-    return click.option("--profile", default="motor", show_default=True,
-                        help="Asset profile: a shipped name (motor, cmapss) or a TOML path.")(func)
+    return click.option(
+        "--profile",
+        default="motor",
+        show_default=True,
+        help="Asset profile: a shipped name (motor, cmapss) or a TOML path.",
+    )(func)

@@ -24,15 +24,17 @@ def cli(bus: BusConfig, follow: bool, alertmanager: str | None) -> None:
     from rich.console import Console
     from rich.live import Live
 
+    from ingest import topics
     from scoring.sinks import AlertmanagerSink, follow_alerts, render
 
     console = Console()
     the_bus = bus.build()
     sink = AlertmanagerSink(alertmanager) if alertmanager else None
     stop = threading.Event()
+    topic = bus.topic(topics.ALERTS)
     handlers = {}
     try:
-        board = follow_alerts(the_bus, stop, follow=False, sink=sink)  # what is open now
+        board = follow_alerts(the_bus, stop, follow=False, sink=sink, topic=topic)  # what is open now
         if not follow:
             console.print(render(board))
             return
@@ -40,7 +42,9 @@ def cli(bus: BusConfig, follow: bool, alertmanager: str | None) -> None:
             handlers[sig] = signal.signal(sig, lambda *_: stop.set())
         with Live(render(board), console=console) as live:
             # The topic is re-read from its start: what the board holds already is redelivery.
-            follow_alerts(the_bus, stop, sink=sink, board=board, on_change=lambda b: live.update(render(b)))
+            follow_alerts(
+                the_bus, stop, sink=sink, board=board, topic=topic, on_change=lambda b: live.update(render(b))
+            )
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)

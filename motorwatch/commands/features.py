@@ -79,8 +79,15 @@ def cli(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     the_bus = bus.build()
-    the_bus.create_topics(topics.ALL, bus.partitions)
-    config = WorkerConfig(group_id=group, state_dir=state_dir, checkpoint_interval_s=checkpoint_interval)
+    the_bus.create_topics([bus.topic(t) for t in topics.ALL], bus.partitions)
+    config = WorkerConfig(
+        group_id=group,
+        state_dir=state_dir,
+        readings_topic=bus.topic(topics.READINGS),
+        maintenance_topic=bus.topic(topics.MAINTENANCE),
+        features_topic=bus.topic(topics.FEATURES),
+        checkpoint_interval_s=checkpoint_interval,
+    )
     worker = FeatureWorker(the_bus, the_profile, config)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -91,7 +98,10 @@ def cli(
         timer.start()
     if metrics_port:
         start_http_server(metrics_port)
-    click.echo(f"features: {topics.READINGS} -> {topics.FEATURES} (group {group}); Ctrl-C stops", err=True)
+    click.echo(
+        f"features: {config.readings_topic} -> {config.features_topic} (group {group}); Ctrl-C stops",
+        err=True,
+    )
     try:
         worker.run(stop)
     finally:

@@ -82,9 +82,10 @@ def cli(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     the_bus = bus.build()
-    the_bus.create_topics(topics.ALL, bus.partitions)
+    the_bus.create_topics([bus.topic(t) for t in topics.ALL], bus.partitions)
     config = ScorerConfig(
         group_id=group,
+        topic_prefix=bus.topic_prefix,
         batch_size=batch_size,
         batch_timeout_s=batch_timeout_ms / 1000,
         score_interval=score_interval,
@@ -106,7 +107,7 @@ def cli(
         forwarder = threading.Thread(
             target=follow_alerts,
             args=(the_bus, stop),
-            kwargs={"sink": AlertmanagerSink(alertmanager)},
+            kwargs={"sink": AlertmanagerSink(alertmanager), "topic": bus.topic(topics.ALERTS)},
             daemon=True,
         )
         forwarder.start()
@@ -114,7 +115,10 @@ def cli(
         click.echo(
             "note: on the in-process bus nothing else publishes features; use `motorwatch demo`.", err=True
         )
-    click.echo(f"scoring {topics.FEATURES} from registry {registry} (group {group}); Ctrl-C stops", err=True)
+    click.echo(
+        f"scoring {bus.topic(topics.FEATURES)} from registry {registry} (group {group}); Ctrl-C stops",
+        err=True,
+    )
     try:
         scorer.run(stop)
     finally:

@@ -204,9 +204,19 @@ def _to_bus(
     timer = threading.Timer(duration or 0.0, stop.set)
     started = time.monotonic()
     try:
-        bus.create_topics(list(topics.ALL), bus_config.partitions)
-        publisher = Publisher(fleet, bus.producer(), pacing, end_ts=end_ts, log=log)
-        listener = MaintenanceListener(fleet, bus) if closed_loop else None
+        bus.create_topics([bus_config.topic(t) for t in topics.ALL], bus_config.partitions)
+        publisher = Publisher(
+            fleet,
+            bus.producer(),
+            pacing,
+            end_ts=end_ts,
+            log=log,
+            readings_topic=bus_config.topic(topics.READINGS),
+            maintenance_topic=bus_config.topic(topics.MAINTENANCE),
+        )
+        listener = (
+            MaintenanceListener(fleet, bus, topic=bus_config.topic(topics.SCHEDULE)) if closed_loop else None
+        )
         if duration is not None:
             timer.start()
         with _progress_bar(progress) as bar:
