@@ -302,6 +302,10 @@ class _Consumer:
             ),
         )
         self._kafka._fetcher.PartitionRecords = _FastPartitionRecords  # see _FastPartitionRecords
+        # Know the topics' partitions before joining: a group whose leader assigns before the client
+        # has the topics' metadata gets no partitions, and kafka-python may not rejoin for minutes.
+        for topic in topics:
+            self._kafka.partitions_for_topic(topic)
         self._kafka.subscribe(list(topics), listener=_Listener(on_assign, on_revoke))
 
     def poll_batch(self, max_records: int = 1000, timeout_s: float = 0.1) -> list[Record]:

@@ -157,15 +157,23 @@ def follow_alerts(
     on_change=None,
     board: AlertBoard | None = None,
     poll_s: float = 0.2,
+    topic: str = topics.ALERTS,
+    drain_timeout_s: float = 30.0,
 ) -> AlertBoard:
-    """Fold ``maintenance.alerts`` into ``board`` (a new one by default), forwarding changes to ``sink``.
+    """Fold ``topic`` (``maintenance.alerts``) into ``board`` (a new one by default), forwarding changes
+    to ``sink``.
 
     The topic is the record of alert state, so it is always read from the beginning (a fresh
     consumer group, never committed): what is already on the board is redelivery and changes
     nothing. Calls ``on_change(board)`` after each batch that changed it. Without ``follow``,
-    returns once the topic is drained; otherwise runs until ``stop`` is set."""
-    consumer = bus.consumer([topics.ALERTS], f"motorwatch-alerts-{uuid.uuid4().hex}")
+    returns once the topic is drained: an empty poll once the consumer has joined and, on Kafka,
+    has fetched from every partition it was assigned (an empty poll while the group is still
+    forming proves nothing); at the latest after ``drain_timeout_s``. With ``follow``, runs until
+    ``stop`` is set."""
+    consumer = bus.consumer([topic], f"motorwatch-alerts-{uuid.uuid4().hex}")
+    fetched = getattr(consumer, "highwater", None)  # Kafka: partitions it has fetched from
     board = AlertBoard() if board is None else board
+    deadline = time.monotonic() + drain_timeout_s
     try:
         while not stop.is_set():
             records = consumer.poll_batch(1000, poll_s)
@@ -177,8 +185,13 @@ def follow_alerts(
                 sink.deliver(changes, board)
             if changes and on_change is not None:
                 on_change(board)
-            if not records and not follow:
-                break
+            if not follow and not records:
+                assigned = consumer.assignment()
+                if assigned and (fetched is None or assigned <= set(fetched())):
+                    break
+                if time.monotonic() > deadline:
+                    log.warning("%s: not drained after %.0f s; showing what was read", topic, drain_timeout_s)
+                    break
     finally:
         consumer.close()
     return board

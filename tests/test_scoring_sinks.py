@@ -178,3 +178,23 @@ def test_alerts_follow_keeps_the_table_live_until_interrupted(alerts_bus):
     assert table_rows(result.output)[-2:] == ["m1", "m2"]  # the last table: m1 escalated to high
     assert "open alerts (2)" in result.output.rsplit("motorwatch", 1)[-1]
     assert signal.getsignal(signal.SIGINT) is before  # the command gave Ctrl-C back
+
+
+@pytest.mark.kafka
+def test_reading_the_alerts_once_on_kafka_waits_for_the_group_before_calling_it_drained(kafka_bootstrap):
+    import uuid
+
+    from ingest.kafka_bus import KafkaBus
+
+    topic = f"t{uuid.uuid4().hex[:8]}.{topics.ALERTS}"
+    bus = KafkaBus(kafka_bootstrap)
+    bus.create_topics([topic], 3)
+    producer = bus.producer()
+    producer.send_batch(topic, [(a.encode(), encode(alert(a, "raised", "high"))) for a in ("m1", "m2", "m3")])
+    producer.flush()
+    try:
+        board = follow_alerts(bus, threading.Event(), follow=False, topic=topic)
+    finally:
+        producer.close()
+        bus.close()
+    assert sorted(board.open) == ["m1", "m2", "m3"]
