@@ -170,7 +170,8 @@ class Predictor:
             return {"forest": (empty, empty), "lstm": (empty, empty)}
         pf, rf = self._forest.run(None, {"x": self._clean(last)})
         pl, rl = self._lstm.run(None, {"seq": self._clean(seq)})
-        return {"forest": (pf, rf), "lstm": (pl, rl)}
+        # float32 sums of tree votes can land a hair above 1: probabilities stay probabilities.
+        return {"forest": (np.clip(pf, 0.0, 1.0), rf), "lstm": (np.clip(pl, 0.0, 1.0), rl)}
 
     def predict(self, last: np.ndarray, seq: np.ndarray) -> Prediction:
         """Calibrated ensemble risk and RUL for ``n`` rows."""
