@@ -67,6 +67,7 @@ class FeatureWorker:
         self._watermark: dict[int, float] = {}
         self._next: dict[TopicPartition, int] = {}  # offsets already applied to the state
         self._uncommitted = False
+        self._unflushed = False  # a batch failed between taking its records and flushing its outputs
         self._last_checkpoint = time.monotonic()
         if self.config.state_dir is not None:
             self.config.state_dir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +81,13 @@ class FeatureWorker:
     # -- the loop -------------------------------------------------------------------------------
 
     def run_once(self, max_records: int | None = None, timeout_s: float | None = None) -> int:
-        """Poll one batch, process it, produce and flush; checkpoint when due. Returns records consumed."""
+        """Poll one batch, process it, produce and flush; checkpoint when due. Returns records consumed.
+
+        If a batch fails before its outputs are flushed (e.g. the broker refuses them), the state and
+        the consumer's position are past readings whose outputs may be lost: the worker then refuses
+        to go on or to checkpoint, and a restart resumes from the last checkpoint."""
+        if self._unflushed:
+            raise RuntimeError("a batch failed before its outputs were flushed: restart the worker")
         records = self.consumer.poll_batch(
             max_records or self.config.max_records,
             self.config.timeout_s if timeout_s is None else timeout_s,
@@ -90,6 +97,7 @@ class FeatureWorker:
                 self.checkpoint()
             return 0
         started = time.perf_counter()
+        self._unflushed = True
         fresh = []
         for r in records:  # redelivered records already in the state are skipped
             tp = (r.topic, r.partition)
@@ -104,6 +112,7 @@ class FeatureWorker:
         if out:
             self.producer.send_batch(self.config.features_topic, out)
         self.producer.flush()
+        self._unflushed = False
         self._uncommitted = True
         if self._checkpoint_due():
             self.checkpoint()
@@ -132,7 +141,8 @@ class FeatureWorker:
             self.close()
 
     def close(self) -> None:
-        if self._uncommitted:
+        """Checkpoint (unless a batch failed unflushed: its records must be read again) and close."""
+        if self._uncommitted and not self._unflushed:
             self.checkpoint()
         self.consumer.close()
         self.producer.close()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import msgspec
 import numpy as np
 import pandas as pd
 import pytest
+from prometheus_client import REGISTRY
 from test_features_engines import assert_same, make_log
 
 from features.batch import compute_features
@@ -63,11 +66,26 @@ def drain(bus: Bus, topic: str, cls: type) -> list:
     return out
 
 
-def run_dry(worker: FeatureWorker) -> None:
-    """Run until the input is consumed (a few empty polls in a row)."""
-    idle = 0
+def run_dry(worker: FeatureWorker) -> int:
+    """Run until the input is consumed (a few empty polls in a row); returns the batches processed."""
+    idle = batches = 0
     while idle < 3:
-        idle = 0 if worker.run_once(300, 0.2) else idle + 1
+        got = worker.run_once(300, 0.2)
+        idle, batches = (0, batches + 1) if got else (idle + 1, batches)
+    return batches
+
+
+OUTCOMES = ("processed", "late", "duplicate", "invalid")
+
+
+def metric_samples() -> dict[tuple[str, tuple], float]:
+    """Every sample of the feature worker's counters and histograms, by (name, sorted labels)."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for metric in REGISTRY.collect()
+        if metric.name.startswith(("motorwatch_features", "motorwatch_dead_letters"))
+        for s in metric.samples
+    }
 
 
 def frame(messages: list[Features]) -> pd.DataFrame:
@@ -85,9 +103,11 @@ def test_worker_dead_letters_bad_and_late_readings_and_emits_the_batch_features(
         b'{"v":1,"asset_id":"m00000","ts":1.0,"values":{"current_a":-5.0}}',
     ]
     publish(bus, config.readings_topic, log, extra=bad)
+    before = metric_samples()
     worker = FeatureWorker(bus, MOTOR, config)
-    run_dry(worker)
+    batches = run_dry(worker)
     worker.close()
+    counted = {k: v - before.get(k, 0.0) for k, v in metric_samples().items()}
     letters = drain(bus, config.readings_topic + ".dlq", DeadLetter)
     reasons = Counter(d.reason for d in letters)
     assert (
@@ -107,6 +127,19 @@ def test_worker_dead_letters_bad_and_late_readings_and_emits_the_batch_features(
     unique = log.drop_duplicates(["asset_id", "ts"])
     waiting = int((unique["ts"] > unique["asset_id"].map(newest) - SPEC.grace).sum())
     assert len(got) + len(letters) + worker.engine.duplicates + waiting == len(log) + len(bad)
+    # The metrics tell the same story.
+    outcome = {o: counted[("motorwatch_features_readings_total", (("outcome", o),))] for o in OUTCOMES}
+    assert outcome["late"] == reasons[Reason.LATE] and outcome["duplicate"] == worker.engine.duplicates
+    assert outcome["invalid"] == len(bad) and sum(outcome.values()) == len(log) + len(bad)
+    for reason, n in reasons.items():
+        assert (
+            counted[("motorwatch_dead_letters_total", (("reason", reason.value), ("stage", "features")))] == n
+        )
+    assert counted[("motorwatch_features_emitted_total", (("kind", "vector"),))] == len(got)
+    assert counted[("motorwatch_features_batch_seconds_count", ())] == batches
+    assert counted[("motorwatch_features_batch_seconds_sum", ())] > 0
+    assert REGISTRY.get_sample_value("motorwatch_features_assets_tracked") == worker.engine.assets == 3
+    assert REGISTRY.get_sample_value("motorwatch_features_state_bytes") == worker.engine.state_bytes() > 0
 
 
 def test_a_silent_asset_gets_one_stale_marker_from_its_partitions_watermark() -> None:
@@ -146,11 +179,21 @@ def crash_and_restart(bus: Bus, state_dir: Path, tag: str, crash: str) -> list[F
 
     if crash == "before_snapshot":  # outputs flushed, state and offsets not saved
         first._write_snapshot = die
-    else:  # snapshot written, offsets not committed
+    elif crash == "before_commit":  # snapshot written, offsets not committed
         first.consumer.commit = die
+    else:  # a batch made since the last checkpoint, then the broker refuses one; run() then closes
+        first.config = replace(config, checkpoint_interval_s=3600.0)
+        first.run_once(300, 1.0)
+        first.producer.send_batch = lambda *args, **kwargs: None
+        first.producer.flush = die
     with pytest.raises(Crash):
+        if crash == "produce_fails":
+            first.run(threading.Event())
         for _ in range(50):
             first.run_once(300, 1.0)
+    if crash == "produce_fails":
+        with pytest.raises(RuntimeError, match="restart"):
+            first.run_once(300, 1.0)  # a worker that lost outputs does not carry on past them
     first.consumer.close()  # the broker evicts the dead member; nothing of it is committed
     second = FeatureWorker(bus, MOTOR, config)
     run_dry(second)
@@ -196,14 +239,14 @@ def check_recovery(bus: Bus, tmp_path: Path, crash: str) -> None:
     assert len(got) > 0.8 * len(log)
 
 
-@pytest.mark.parametrize("crash", ["before_snapshot", "before_commit"])
+@pytest.mark.parametrize("crash", ["before_snapshot", "before_commit", "produce_fails"])
 def test_killed_and_restarted_worker_emits_what_an_uninterrupted_one_does(tmp_path: Path, crash: str) -> None:
     bus = InProcessBus(partitions=2)
     check_recovery(bus, tmp_path, crash)
 
 
 @pytest.mark.kafka
-@pytest.mark.parametrize("crash", ["before_snapshot", "before_commit"])
+@pytest.mark.parametrize("crash", ["before_snapshot", "before_commit", "produce_fails"])
 def test_killed_and_restarted_worker_on_kafka(kafka_bootstrap: str, tmp_path: Path, crash: str) -> None:
     from ingest.kafka_bus import KafkaBus
 
