@@ -30,6 +30,7 @@ class SequenceStore:
         self.buf = np.zeros((capacity, seq_len, n_features), dtype=np.float32)
         self.count = np.zeros(capacity, dtype=np.int64)
         self.last_ts = np.full(capacity, -np.inf)
+        self.last_marker_ts = np.full(capacity, -np.inf)  # newest stale marker admitted
 
     def __len__(self) -> int:
         return len(self.slot)
@@ -51,23 +52,41 @@ class SequenceStore:
         slots, keep = self.admit(asset_ids, ts)
         return self.append(slots[keep], x[keep]), keep
 
-    def admit(self, asset_ids: Sequence[str], ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def admit(
+        self, asset_ids: Sequence[str], ts: np.ndarray, stale: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Slots of the rows, and which rows are new: ``(slots (n,), keep (n,) bool)``.
 
         A row is kept when it is newer than everything admitted before for its asset and than the
         asset's previous row in the batch; older rows are redelivered duplicates (at-least-once)
-        and must change nothing. The newest admitted time per asset is remembered."""
+        and must change nothing. The newest admitted time per asset is remembered.
+
+        Stale markers (``stale`` rows) are compared with the asset's markers only: a marker carries
+        its partition's watermark, so the vectors of readings the feature worker released after it
+        (held back for the grace period, or delayed in transit) are older than it, yet new."""
         slots = self.slots(asset_ids)
         ts = np.asarray(ts, dtype=np.float64)
-        keep = ts > self.last_ts[slots]
+        if stale is None or not np.any(stale):
+            return slots, self._newer(slots, ts, self.last_ts)
+        marker = np.asarray(stale, dtype=bool)
+        keep = np.empty(len(ts), dtype=bool)
+        keep[~marker] = self._newer(slots[~marker], ts[~marker], self.last_ts)
+        keep[marker] = self._newer(slots[marker], ts[marker], self.last_marker_ts)
+        return slots, keep
+
+    @staticmethod
+    def _newer(slots: np.ndarray, ts: np.ndarray, last_ts: np.ndarray) -> np.ndarray:
+        """Rows newer than ``last_ts`` of their slot and than their slot's previous row; advances
+        ``last_ts``."""
+        keep = ts > last_ts[slots]
         if len(slots) > 1:
             order = np.argsort(slots, kind="stable")
             s, t = slots[order], ts[order]
             later = np.ones(len(s), dtype=bool)
             later[1:] = (s[1:] != s[:-1]) | (t[1:] > t[:-1])
             keep &= later[np.argsort(order)]
-        np.maximum.at(self.last_ts, slots[keep], ts[keep])
-        return slots, keep
+        np.maximum.at(last_ts, slots[keep], ts[keep])
+        return keep
 
     def append(self, slots: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Append rows ``x`` (n, f) of admitted ``slots`` in stream order; return each row's sequence
@@ -130,3 +149,4 @@ class SequenceStore:
         self.buf = np.concatenate([self.buf, np.zeros((extra, *self.buf.shape[1:]), dtype=np.float32)])
         self.count = np.concatenate([self.count, np.zeros(extra, dtype=np.int64)])
         self.last_ts = np.concatenate([self.last_ts, np.full(extra, -np.inf)])
+        self.last_marker_ts = np.concatenate([self.last_marker_ts, np.full(extra, -np.inf)])

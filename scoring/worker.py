@@ -199,7 +199,7 @@ class Scorer:
         metrics.MESSAGES_IN.labels(topic=topics.FEATURES).inc(len(feats))
 
         rows = self._decode(feats, [i for i, m in enumerate(is_maint) if not m])
-        slots, keep = store.admit(rows.asset_ids, rows.ts)
+        slots, keep = store.admit(rows.asset_ids, rows.ts, rows.stale)
         self._grow(len(store))
         if not keep.all():
             rows, slots = rows.take(keep), slots[keep]

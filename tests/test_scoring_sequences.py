@@ -46,3 +46,16 @@ def test_rows_not_newer_than_the_previous_row_of_their_asset_are_dropped():
     store = SequenceStore(2, 1)
     _, keep = store.push(["a", "a", "b", "a"], np.array([1.0, 1.0, 5.0, 0.5]), np.ones((4, 1), np.float32))
     assert keep.tolist() == [True, False, True, False]
+
+
+def test_a_vector_older_than_its_assets_stale_marker_is_new_data_and_a_redelivered_marker_is_not():
+    # The feature worker marks a silent asset stale at its partition's watermark (t=100); the reading
+    # it held back for the grace period (t=50) becomes a vector after the marker, when data resumes.
+    store = SequenceStore(seq_len=2, n_features=1)
+    stale = np.array([False, True, False])
+    _, keep = store.admit(["a", "a", "a"], np.array([10.0, 100.0, 50.0]), stale)
+    assert keep.tolist() == [True, True, True]
+    _, again = store.admit(["a", "a", "a"], np.array([10.0, 100.0, 50.0]), stale)  # redelivered
+    assert again.tolist() == [False, False, False]
+    _, later = store.admit(["a", "a"], np.array([60.0, 200.0]), np.array([False, True]))
+    assert later.tolist() == [True, True]
