@@ -55,10 +55,11 @@ class AssetBaselines:
             out[known] = np.where(d > 0, self.sum[slots[known]] / d, np.nan)
         return out
 
-    def reset(self, slot: int) -> None:
-        """Maintenance: the asset's next ``n`` vectors are its new baseline."""
-        if slot < len(self.taken):
-            self.sum[slot], self.defined[slot], self.taken[slot] = 0.0, 0, 0
+    def reset(self, slots: int | np.ndarray) -> None:
+        """Maintenance (or a new owner): the asset's next ``n`` vectors are its new baseline."""
+        slots = np.asarray(slots)
+        slots = slots[slots < len(self.taken)]
+        self.sum[slots], self.defined[slots], self.taken[slots] = 0.0, 0, 0
 
     def _grow(self, needed: int) -> None:
         extra = max(needed, 2 * len(self.taken)) - len(self.taken)

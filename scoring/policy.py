@@ -17,6 +17,8 @@ Pure logic, no bus and no clock: scores go in (in stream order), alert transitio
   alerts are published.
 - Maintenance travels on its own topic, so a score computed before a repair may arrive after it:
   scores not newer than the asset's latest maintenance are ignored.
+- After a restart or a rebalance the scorer hands the open alerts read back from the alerts topic to
+  :meth:`AlertPolicy.restore`: they go on under their ids (updated, cleared), never raised twice.
 
 >>> from scoring.config import AlertConfig
 >>> policy = AlertPolicy(AlertConfig(on_delay=2), rul_unit="h")
@@ -29,7 +31,7 @@ Pure logic, no bus and no clock: scores go in (in stream order), alert transitio
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from math import inf
 
@@ -54,7 +56,6 @@ class ActiveAlert:
 
     above: int = 0
     alert_id: str | None = None
-    raised_ts: float = 0.0
     priority: int = 0  # index into PRIORITIES
     kind: str = "risk"
     lower: int = 0  # consecutive scores at a lower priority (de-escalation delay)
@@ -75,7 +76,9 @@ class AlertPolicy:
         self.config = config
         self.rul_unit = rul_unit
         self.assets: dict[str, ActiveAlert] = {}
-        self.maintained: dict[str, float] = {}  # event time of each asset's latest maintenance
+        # Per asset, the event time up to which its state is settled (its latest maintenance, or the
+        # alert state restored after a restart): older scores arriving later are ignored.
+        self.settled: dict[str, float] = {}
         self._raises: list[float] = []  # event times of recent raises (flood window)
         self.watermark = float("-inf")
         self.flood: Alert | None = None
@@ -97,7 +100,7 @@ class AlertPolicy:
         cfg = self.config
         out: list[Transition] = []
         ts_l, risk_l, rul_l, stale_l = _floats(ts), _floats(risk), _floats(rul), list(map(bool, stale))
-        assets, maintained = self.assets, self.maintained
+        assets, settled = self.assets, self.settled
         # Only rows of assets with something going on can change state: beyond an on-threshold,
         # stale, or already tracked. In a healthy fleet that is a small fraction of the rows.
         r_a, u_a = np.asarray(risk_l), np.asarray(rul_l)
@@ -108,8 +111,8 @@ class AlertPolicy:
         for i in rows:
             aid = asset_ids[i]
             t, r, u = ts_l[i], risk_l[i], rul_l[i]
-            if maintained and t <= maintained.get(aid, -inf):
-                continue  # scored before the repair, delivered after it: says nothing about now
+            if settled and t <= settled.get(aid, -inf):
+                continue  # e.g. scored before the repair, delivered after it: says nothing about now
             st = assets.get(aid)
             if stale_l[i]:
                 if st is None:
@@ -155,7 +158,7 @@ class AlertPolicy:
     def maintenance(self, asset_id: str, ts: float, model_version: str) -> list[Transition]:
         """Maintenance was recorded for ``asset_id`` at ``ts``: clear its alert, restart its on-delay,
         and ignore its scores of event time up to ``ts`` that are still to come (cross-topic delay)."""
-        self.maintained[asset_id] = max(float(ts), self.maintained.get(asset_id, -inf))
+        self.settled[asset_id] = max(float(ts), self.settled.get(asset_id, -inf))
         st = self.assets.get(asset_id)
         if st is None:
             return []
@@ -166,6 +169,35 @@ class AlertPolicy:
             st.ts, st.model_version = float(ts), model_version
             self._clear(-1, asset_id, st, out)
         return out
+
+    def restore(self, alerts: Iterable[Alert]) -> int:
+        """Take over open alerts published before (read back from the alerts topic after a restart or
+        a rebalance), so they go on under their ids: updated and cleared, never raised twice. Scores
+        not newer than an alert's last state are then ignored (redelivered: already accounted for).
+        Assets this policy already tracks are left alone. Returns how many were restored."""
+        n = 0
+        for a in alerts:
+            if a.kind == "flood" or a.state == "cleared" or a.asset_id in self.assets:
+                continue
+            self.assets[a.asset_id] = ActiveAlert(
+                alert_id=a.alert_id,
+                priority=PRIORITIES.index(a.priority),
+                kind=a.kind,
+                ts=a.ts,
+                risk=a.risk,
+                rul=a.rul,
+                model_version=a.model_version,
+            )
+            self.settled[a.asset_id] = max(a.ts, self.settled.get(a.asset_id, -inf))
+            self.watermark = max(self.watermark, a.ts)
+            n += 1
+        return n
+
+    def forget(self, asset_ids: Iterable[str]) -> None:
+        """Drop the state of assets this scorer no longer owns (their partition moved to another)."""
+        for aid in asset_ids:
+            self.assets.pop(aid, None)
+            self.settled.pop(aid, None)
 
     def active(self) -> dict[str, ActiveAlert]:
         """Assets with an open alert (published or suppressed by a flood)."""
@@ -203,7 +235,7 @@ class AlertPolicy:
         self, i: int, aid: str, st: ActiveAlert, kind: str, priority: int, out: list[Transition]
     ) -> None:
         st.alert_id = alert_id(aid, st.ts, st.model_version, kind)
-        st.raised_ts, st.kind, st.priority, st.above, st.lower = st.ts, kind, priority, 0, 0
+        st.kind, st.priority, st.above, st.lower = kind, priority, 0, 0
         self._raises.append(st.ts)
         self.watermark = max(self.watermark, st.ts)
         cutoff = self.watermark - self.config.flood_window

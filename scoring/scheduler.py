@@ -57,6 +57,8 @@ class Scheduler:
     def plan(self, items: Iterable[PlanItem], now: float) -> list[MaintenanceJob]:
         """The full plan, in placement order."""
         keyed = [(it, it.ts + max(it.rul, 0.0) * self.rul_to_time) for it in items]
+        if not keyed:
+            return []
         keyed.sort(key=lambda p: (-p[0].risk, p[1], p[0].asset_id))
         first = math.floor(now / self.shift_length)
         used: dict[int, int] = {}

@@ -138,6 +138,11 @@ class SequenceStore:
         self.count[slots] = count
         return seq
 
+    def forget(self, slots: np.ndarray) -> None:
+        """Empty the sequences of ``slots`` (their assets start over, left-padded)."""
+        self.count[slots] = 0
+        self.last_ts[slots] = -np.inf
+
     def latest(self, asset_ids: Sequence[str]) -> np.ndarray:
         """The newest stored vector of each asset (zeros for an asset never seen)."""
         slots = self.slots(asset_ids)

@@ -15,9 +15,12 @@ One :meth:`Scorer.run_once` is one micro-batch, in this order:
 6. produce scores, alerts, jobs and dead letters, flush, THEN commit the consumed offsets.
 
 A crash before 6 redelivers the batch to the next run, which recomputes the same outputs (same
-alert and job ids). State lives in memory and is rebuilt from the stream: the sequences refill
-within ``T`` scores of an asset (left-padded meanwhile, as in training), and alerts raised before a
-restart are raised again under the same deterministic id only if the redelivered stream raises them.
+alert and job ids). State lives in memory and is rebuilt when partitions are assigned (at start,
+after a restart or a rebalance): the open alerts of the assets of the new partitions are taken over
+from ``maintenance.alerts`` (they go on under their ids; redelivered scores older than an alert's
+last state change nothing), the state of partitions lost is dropped (their new owner takes their
+alerts over), and the sequences refill within ``T`` scores of an asset (left-padded meanwhile, as
+in training). Each asset's baseline for alert drivers is relearnt from its next vectors.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import msgspec
 import numpy as np
 
 from ingest import topics
-from ingest.bus import Bus, Record
+from ingest.bus import Bus, Record, partition_for
 from ingest.profiles import Profile
 from ingest.schemas import (
     SCHEMA_VERSION,
@@ -99,10 +102,15 @@ class Scorer:
         self.scheduler = Scheduler(alert_cfg.crew_capacity, alert_cfg.shift_length, rul_to_time(profile))
         self.live = profile.time_unit == "s"
         self.producer = bus.producer()
+        self._bus = bus
         self._prefix = config.topic_prefix
+        self._features_topic = config.topic_prefix + topics.FEATURES
         self._maintenance_topic = config.topic_prefix + topics.MAINTENANCE
+        self._owned: set[int] = set()  # partitions of the features topic
+        self._assigned: set[int] | None = None  # a new assignment, taken over after the poll
+        self._replan_due = False
         self.consumer = bus.consumer(
-            [config.topic_prefix + topics.FEATURES, self._maintenance_topic], config.group_id
+            [self._features_topic, self._maintenance_topic], config.group_id, on_assign=self._on_assign
         )
         self._end_offsets = getattr(bus, "end_offsets", None)
         self._position: dict[tuple[str, int], int] = {}
@@ -167,7 +175,9 @@ class Scorer:
             time.sleep(timeout)
             return 0
         records = self.consumer.poll_batch(max_records or self.config.batch_size, timeout)
-        if records:
+        if self._assigned is not None:
+            self._rebalance()
+        if records or self._replan_due:
             self._process(records)
             self.producer.flush()
             self.consumer.commit()
@@ -235,6 +245,8 @@ class Scorer:
                     self.baselines.reset(store.slot[event.asset_id])
         if transitions:
             self._publish_alerts(transitions, rows, out)
+        if transitions or self._replan_due:
+            self._export_alert_state()
             self._replan(out)
         for topic, msgs in out.items():
             if msgs:
@@ -338,6 +350,9 @@ class Scorer:
             if a.state == "raised":
                 metrics.ALERTS_RAISED.labels(priority=a.priority, kind=a.kind).inc()
         out[topics.ALERTS] = [(a.asset_id.encode(), encode(a)) for a in alerts]
+
+    def _export_alert_state(self) -> None:
+        """Open alerts by priority and the flood gauges, after alerts changed."""
         active = self.policy.active()
         counts = dict.fromkeys(PRIORITIES, 0)
         for st in active.values():
@@ -349,6 +364,8 @@ class Scorer:
         self._suppressed_seen = self.policy.suppressed_total
 
     def _replan(self, out: dict[str, list]) -> None:
+        """Plan the open alerts again; publish (and write) the jobs that are new or moved."""
+        self._replan_due = False
         items = [
             PlanItem(a, st.alert_id, st.ts, st.risk, st.rul, PRIORITIES[st.priority], st.model_version)
             for a, st in self.policy.active().items()
@@ -362,6 +379,41 @@ class Scorer:
         metrics.JOBS_UNFIT.set(sum(not j.fits for j in plan))
         if self.config.schedule_out is not None:
             write_schedule(self.config.schedule_out, plan)
+
+    def _on_assign(self, assigned: set[tuple[str, int]]) -> None:
+        # Called inside the consumer's poll: only note it (taking over reads another topic).
+        self._assigned = {p for t, p in assigned if t == self._features_topic}
+
+    def _rebalance(self) -> None:
+        """Partitions moved (or this scorer started): forget the assets of partitions lost, so their
+        alerts and jobs are left to their new owner; take over the open alerts of partitions gained
+        from the alerts topic, so they go on under their ids. Sequences refill from the stream."""
+        owned, self._assigned = self._assigned, None
+        lost, gained = self._owned - owned, owned - self._owned
+        self._owned = owned
+        if not lost and not gained:
+            return
+        n = self._bus.partitions(self._features_topic)
+        store = self.store
+        if lost and store is not None:
+            gone = [a for a in store.slot if partition_for(a.encode(), n) in lost]
+            slots = store.slots(gone)
+            store.forget(slots)
+            self.baselines.reset(slots)
+            slots = slots[slots < len(self.last_risk)]
+            self.last_risk[slots], self.last_rul[slots], self.last_emit[slots] = 0.0, 0.0, -np.inf
+            self.policy.forget(gone)
+            log.info("partitions %s moved away: forgot %d assets", sorted(lost), len(gone))
+        if gained:
+            from scoring.sinks import follow_alerts
+
+            board = follow_alerts(
+                self._bus, threading.Event(), follow=False, topic=self._prefix + topics.ALERTS
+            )
+            mine = [a for a in board.open.values() if partition_for(a.asset_id.encode(), n) in gained]
+            restored = self.policy.restore(mine)
+            log.info("partitions %s assigned: took over %d open alerts", sorted(gained), restored)
+        self._replan_due = True
 
     def _grow(self, n: int) -> None:
         """Per-asset score state sized to the sequence store's slots."""

@@ -102,6 +102,10 @@ def test_hot_reload_under_load_on_kafka_scores_every_message_exactly_once(traine
             producer.send_batch(prefix + topics.FEATURES, msgs[i : i + 100])
             producer.flush()
             if i == len(msgs) // 2 // 100 * 100:
+                # Once the scorer is at work (it joins the group and takes over open alerts first).
+                deadline = time.monotonic() + 60
+                while not scorer.scored and time.monotonic() < deadline:
+                    time.sleep(0.05)
                 assert registry.save(result.bundle, result.card) == "v0002"
             time.sleep(0.01)
         scores = collect(bus, prefix + topics.SCORES, Score, len(msgs))
