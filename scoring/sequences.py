@@ -142,6 +142,7 @@ class SequenceStore:
         """Empty the sequences of ``slots`` (their assets start over, left-padded)."""
         self.count[slots] = 0
         self.last_ts[slots] = -np.inf
+        self.last_marker_ts[slots] = -np.inf
 
     def latest(self, asset_ids: Sequence[str]) -> np.ndarray:
         """The newest stored vector of each asset (zeros for an asset never seen)."""

@@ -59,3 +59,16 @@ def test_a_vector_older_than_its_assets_stale_marker_is_new_data_and_a_redeliver
     assert again.tolist() == [False, False, False]
     _, later = store.admit(["a", "a"], np.array([60.0, 200.0]), np.array([False, True]))
     assert later.tolist() == [True, True]
+
+
+def test_forgotten_assets_start_over_as_if_never_seen():
+    store = SequenceStore(3, 1)
+    x = np.arange(4, dtype=np.float32)[:, None]
+    store.push(["a", "a", "b", "a"], np.array([1.0, 2.0, 1.0, 3.0]), x)
+    store.admit(["a"], np.array([9.0]), np.array([True]))  # a stale marker
+    store.forget(store.slots(["a"]))
+    # Older rows and markers are new again (another owner moved on meanwhile); the sequence restarts.
+    seq, keep = store.push(["a"], np.array([2.5]), np.array([[7.0]], np.float32))
+    assert keep.tolist() == [True] and seq[0, :, 0].tolist() == [7.0, 7.0, 7.0]
+    assert store.admit(["a"], np.array([5.0]), np.array([True]))[1].tolist() == [True]
+    assert store.latest(["b"])[0].tolist() == [2.0]  # other assets untouched
