@@ -396,8 +396,9 @@ class Scorer:
         n = self._bus.partitions(self._features_topic)
         store = self.store
         if lost and store is not None:
-            gone = [a for a in store.slot if partition_for(a.encode(), n) in lost]
-            slots = store.slots(gone)
+            tracked = set(store.slot) | set(self.policy.assets)  # restored alerts may have no slot yet
+            gone = [a for a in tracked if partition_for(a.encode(), n) in lost]
+            slots = store.slots([a for a in gone if a in store.slot])
             store.forget(slots)
             self.baselines.reset(slots)
             slots = slots[slots < len(self.last_risk)]
