@@ -13,15 +13,18 @@ from ingest.profiles import load_profile
 from simulator.config import FaultRates, FleetConfig
 from simulator.fleet import SIGNALS, Fleet
 
-RATE = 0.004
+# A different rate per kind (each 1.4x the one before), so a kind counted as another would show.
+RATES = dict(
+    zip(FaultRates.KINDS, (0.001 * 1.4 ** np.arange(len(FaultRates.KINDS))[::-1]).tolist(), strict=True)
+)
 FAULTS = FaultRates(
-    **{k: RATE for k in FaultRates.KINDS},
+    **RATES,
     stuck_s=(300.0, 600.0),
     clock_skew_s=(600.0, 1200.0),
     late_s=(900.0, 1800.0),
 )
 CONFIG = FleetConfig(motors=40, interval_s=60.0, mean_onset_days=1e6, degradation_days=1.0, faults=FAULTS)
-DAYS = 3
+DAYS = 6
 
 
 def simulate(config: FleetConfig, days: float):
@@ -50,10 +53,11 @@ def test_each_fault_kind_happens_at_its_rate(faulty) -> None:
     true_readings, *_, events = faulty
     counts = Counter(e.mode for e in events)
     assert set(counts) == set(FaultRates.KINDS)
-    for kind in FaultRates.KINDS:
-        # Expected ~460 each (sd ~21); an episode cannot start while one is running, which costs
-        # a few percent for stuck sensors and skewed clocks.
-        assert 0.8 * RATE < counts[kind] / true_readings < 1.2 * RATE, kind
+    for kind, rate in RATES.items():
+        # Expected 346 (sd 19) to 3,720 (sd 61); an episode cannot start while one is running, which
+        # costs a few percent for stuck sensors and skewed clocks.
+        assert 0.85 * rate < counts[kind] / true_readings < 1.15 * rate, kind
+    assert sorted(RATES, key=counts.__getitem__) == sorted(RATES, key=RATES.__getitem__)
 
 
 def test_dropouts_and_duplicates_account_for_every_reading(faulty) -> None:
