@@ -57,10 +57,23 @@ def bucket_moments(x: np.ndarray) -> np.ndarray:
 
 
 def merge_into(acc: np.ndarray, part: np.ndarray) -> None:
-    """``acc += part`` for bucket aggregates (sums add, min/max combine), in place."""
+    """``acc += part`` for bucket or window aggregates (sums and position moments add, min/max
+    combine), in place."""
     acc[..., :MN] += part[..., :MN]
+    acc[..., MX + 1 :] += part[..., MX + 1 :]
     np.minimum(acc[..., MN], part[..., MN], out=acc[..., MN])
     np.maximum(acc[..., MX], part[..., MX], out=acc[..., MX])
+
+
+def shifted(win: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Window aggregates ``(rows, signals, WINDOW)`` with every bucket moved ``c[row]`` positions on
+    (``j -> j + c``), as a new array."""
+    c = np.asarray(c, dtype=np.float64)[:, None]
+    out = win.copy()
+    out[..., W_NJ] += c * win[..., W_N]
+    out[..., W_NJJ] += c * (2.0 * win[..., W_NJ] + c * win[..., W_N])
+    out[..., W_SJ] += c * win[..., W_S]
+    return out
 
 
 def empty_window(shape: tuple[int, ...]) -> np.ndarray:

@@ -112,7 +112,8 @@ def _features_sorted(
     prev_t = np.r_[np.nan, t[:-1]]
     sel = np.flatnonzero(emits(first, t, prev_t, spec.emit_every))
 
-    windows = {w.name: _window(a, t, xs, w.width, w.buckets)[sel] for w in spec.windows}
+    moments = ag.bucket_moments(xs)
+    windows = {w.name: _window(a, t, moments, w.width, w.buckets)[sel] for w in spec.windows}
     base_mean, base_std = _baseline(a, xs, maintained, spec.baseline_n)
     since = np.where(np.isnan(maintained), t[first][asset_id], maintained)
     inputs = ag.Inputs(
@@ -128,41 +129,81 @@ def _features_sorted(
     return sel, ag.compute(spec, inputs)
 
 
-def _window(a: np.ndarray, t: np.ndarray, xs: np.ndarray, width: float, buckets: int) -> np.ndarray:
-    """Window aggregates ``(rows, signals, WINDOW)`` at each reading: the window's closed buckets
-    (computed once per bucket) plus the running part of the reading's own bucket."""
+def _window(a: np.ndarray, t: np.ndarray, moments: np.ndarray, width: float, buckets: int) -> np.ndarray:
+    """Window aggregates ``(rows, signals, WINDOW)`` at each reading (``moments``: its bucket
+    contributions): the window's closed buckets (computed once per bucket) plus the running part of
+    the reading's own bucket."""
     k = np.floor(t / width).astype(np.int64)
     start = _segment_starts(a, k)
+    if start.all():  # one reading per bucket (a 1-minute log, 1-minute buckets): no bucket to sum
+        out = _closed(a, k, moments, buckets)
+        ag.add_bucket(out, moments, float(buckets - 1))
+        return out
     bstart = np.flatnonzero(start)
     bid = np.cumsum(start) - 1
-    moments = ag.bucket_moments(xs)
     totals = np.empty((len(bstart), *moments.shape[1:]))
     totals[..., : ag.MN] = np.add.reduceat(moments[..., : ag.MN], bstart, axis=0)
     totals[..., ag.MN] = np.minimum.reduceat(moments[..., ag.MN], bstart, axis=0)
     totals[..., ag.MX] = np.maximum.reduceat(moments[..., ag.MX], bstart, axis=0)
-    ba, bk = a[bstart], k[bstart]
-    lo = bk - buckets + 1
-    closed = ag.empty_window((len(bstart), xs.shape[1]))
-    active = np.arange(len(bstart))
-    for d in range(1, buckets):
-        q = active - d
-        ok = q >= 0
-        ok[ok] &= (ba[q[ok]] == ba[active[ok]]) & (bk[q[ok]] >= lo[active[ok]])
-        active, q = active[ok], q[ok]
-        if not len(active):
-            break
-        part = closed[active]
-        ag.add_bucket(part, totals[q], (bk[q] - lo[active]).astype(np.float64))
-        closed[active] = part
-    running = np.empty_like(moments)
-    running[..., : ag.MN] = _seg_cumsum(moments[..., : ag.MN], bid)
-    frame_min = pd.DataFrame(moments[..., ag.MN]).groupby(bid, sort=False)
-    frame_max = pd.DataFrame(moments[..., ag.MX]).groupby(bid, sort=False)
-    running[..., ag.MN] = frame_min.cummin().to_numpy()
-    running[..., ag.MX] = frame_max.cummax().to_numpy()
-    out = closed[bid]
-    ag.add_bucket(out, running, float(buckets - 1))
+    out = _closed(a[bstart], k[bstart], totals, buckets)[bid]
+    ag.add_bucket(out, _seg_running(moments, bid), float(buckets - 1))
     return out
+
+
+def _closed(ba: np.ndarray, bk: np.ndarray, totals: np.ndarray, buckets: int) -> np.ndarray:
+    """Per bucket (sorted by asset, then id ``bk``): the aggregates of its asset's buckets among the
+    ``buckets - 1`` ids before it, in O(1) per bucket whatever the window's length.
+
+    Each asset's bucket ids are cut into blocks of ``buckets`` ids (van Herk / Gil-Werman): for a
+    bucket at position ``p`` of block ``B`` that is the tail of block ``B - 1`` after position ``p``
+    plus the head of block ``B`` before ``p``, read off running aggregates of each block backwards
+    and forwards. No running sum is subtracted from another, so nothing cancels however long the
+    log, and min/max come the same way."""
+    asset_start = _segment_starts(ba)
+    asset = np.cumsum(asset_start) - 1
+    r = bk - bk[asset_start][asset]  # bucket ids from the asset's first: small numbers
+    block, p = np.divmod(r, buckets)
+    group = np.cumsum(_segment_starts(asset, block)) - 1
+    placed = ag.empty_window(totals.shape[:2])
+    ag.add_bucket(placed, totals, p.astype(np.float64))  # at their position within the block
+    out = ag.empty_window(totals.shape[:2])
+    # The head: the block's buckets before this one, at window position p' + buckets - 1 - p.
+    head = np.flatnonzero(np.r_[False, group[1:] == group[:-1]])
+    out[head] = ag.shifted(_seg_running(placed, group)[head - 1], buckets - 1 - p[head])
+    # The tail: the previous block's buckets from the window's first id on, at position p' - p - 1.
+    key = asset * (int(r.max()) + buckets + 1) + r
+    first = np.searchsorted(key, key - buckets + 1)
+    tail = np.flatnonzero(group[first] != group)
+    after = _seg_running(placed, group, backward=True)
+    part = out[tail]
+    ag.merge_into(part, ag.shifted(after[first[tail]], -1 - p[tail]))
+    out[tail] = part
+    return out
+
+
+def _seg_running(agg: np.ndarray, group: np.ndarray, backward: bool = False) -> np.ndarray:
+    """Running bucket or window aggregates ``(rows, signals, fields)`` within each group (ids
+    ``0, 1, ...`` in contiguous runs), from its first row on, or from its last row back: sums add,
+    min and max combine, in row order.
+
+    The rows are laid out by rank within their group, then groups longest first, so the rows of
+    one rank follow those of the rank before them, group for group, in one slice: one vectorised
+    step per rank (as many steps as the longest group has rows)."""
+    starts = np.flatnonzero(_segment_starts(group))
+    lengths = np.diff(np.r_[starts, len(group)])
+    rank = np.arange(len(group)) - np.repeat(starts, lengths)
+    if backward:
+        rank = np.repeat(lengths - 1, lengths) - rank
+    slot = np.empty(len(lengths), dtype=np.int64)  # a group's place within each rank's slice
+    slot[np.argsort(-lengths, kind="stable")] = np.arange(len(lengths))
+    count = np.bincount(rank)  # groups reaching each rank: the first count[r] slots
+    offset = np.r_[0, np.cumsum(count)]
+    dest = offset[rank] + slot[group]
+    laid = np.empty_like(agg)
+    laid[dest] = agg
+    for r in range(1, len(count)):
+        ag.merge_into(laid[offset[r] : offset[r] + count[r]], laid[offset[r - 1] : offset[r - 1] + count[r]])
+    return laid[dest]
 
 
 def _baseline(

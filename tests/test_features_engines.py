@@ -249,6 +249,46 @@ def test_batch_engine_matches_the_definition_of_every_feature() -> None:
     assert_same(got, reference(log, SMALL, maintenance), rtol=1e-9)
 
 
+def test_batch_engine_matches_the_definition_on_days_of_a_one_minute_log() -> None:
+    """A training log's layout: a reading a minute, around silent days, so bucket ids run far from
+    an asset's first; one reading per 10 s bucket in one window, 15 per bucket in the other."""
+    spec = parse_spec(
+        {
+            "windows": {"10m": 600, "2h": 7200},
+            "buckets": {"10m": 60, "2h": 8},
+            "grace": 60,
+            "baseline_n": 30,
+            "ewma_halflife": 600,
+            "signals": {
+                "temperature_c": {
+                    "stats": {"10m": ["mean", "std", "min", "max", "slope"], "2h": ["std", "slope"]}
+                },
+                "current_a": {"stats": {"2h": ["mean", "min", "max", "zscore"]}},
+            },
+        },
+        "motor",
+        SIGNALS,
+    )
+    rng = np.random.default_rng(11)
+    frames = []
+    for i, days in enumerate((1.0, 0.5)):
+        n = int(days * 1440)
+        t = 1.7e9 + 60.0 * np.arange(n) + rng.uniform(0, 5, n)
+        t[n // 2 :] += 86_400.0 * (i + 1)  # a silent day or two
+        temperature = 60 + 25 * np.sin(t / 40_000) + rng.normal(0, 0.3, n)
+        temperature[rng.random(n) < 0.02] = np.nan
+        frames.append(
+            pd.DataFrame(
+                {"asset_id": f"m{i:05d}", "ts": t, "temperature_c": temperature, "vibration_mm_s": 2.0}
+                | {"current_a": 40 + rng.normal(0, 2, n), "runtime_h": 1000.0}
+            )
+        )
+    log = pd.concat(frames).sort_values("ts", kind="stable").reset_index(drop=True)
+    got = compute_features(log, spec)
+    assert len(got) == len(log)
+    assert_same(got, reference(log, spec, {}), rtol=1e-9)
+
+
 # -- streaming versus batch --------------------------------------------------------------------------
 
 
