@@ -164,12 +164,11 @@ def follow_alerts(
     to ``sink``.
 
     The topic is the record of alert state, so it is always read from the beginning (a fresh
-    consumer group, never committed): what is already on the board is redelivery and changes
-    nothing. Calls ``on_change(board)`` after each batch that changed it. Without ``follow``,
-    returns once the topic is drained: an empty poll once the consumer has joined and, on Kafka,
-    has fetched from every partition it was assigned (an empty poll while the group is still
-    forming proves nothing); at the latest after ``drain_timeout_s``. With ``follow``, runs until
-    ``stop`` is set."""
+    consumer group, never reused): what is already on the board is redelivery and changes nothing.
+    Calls ``on_change(board)`` after each batch that changed it. Without ``follow``, returns once the
+    topic is drained: an empty poll once the consumer has joined and, on Kafka, has fetched from
+    every partition it was assigned (an empty poll while the group is still forming proves nothing);
+    at the latest after ``drain_timeout_s``. With ``follow``, runs until ``stop`` is set."""
     consumer = bus.consumer([topic], f"motorwatch-alerts-{uuid.uuid4().hex}")
     fetched = getattr(consumer, "highwater", None)  # Kafka: partitions it has fetched from
     board = AlertBoard() if board is None else board
@@ -185,6 +184,8 @@ def follow_alerts(
                 sink.deliver(changes, board)
             if changes and on_change is not None:
                 on_change(board)
+            if records:  # the group is never reused; committing keeps it from pinning the in-process log
+                consumer.commit()
             if not follow and not records:
                 assigned = consumer.assignment()
                 if assigned and (fetched is None or assigned <= set(fetched())):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
@@ -198,3 +199,24 @@ def test_reading_the_alerts_once_on_kafka_waits_for_the_group_before_calling_it_
         producer.close()
         bus.close()
     assert sorted(board.open) == ["m1", "m2", "m3"]
+
+
+def test_following_the_alerts_never_holds_back_the_scorer_on_the_in_process_bus():
+    """The in-process bus makes producers wait while a group leaves max_backlog messages uncommitted:
+    the Alertmanager forwarder (a group of its own, following forever) must not be such a group."""
+    bus = InProcessBus(partitions=1, max_backlog=10, block_timeout_s=0.5)
+    p = bus.producer()
+    stop = threading.Event()
+    seen = []
+    follower = threading.Thread(
+        target=follow_alerts, args=(bus, stop), kwargs={"on_change": lambda b: seen.append(len(b.open))}
+    )
+    follower.start()
+    try:
+        for i in range(40):  # four times the backlog, a few at a time as a scorer sends them
+            p.send_batch(topics.ALERTS, [(b"m%d" % i, encode(alert(f"m{i}", "raised", "high")))])
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        follower.join()
+    assert seen and seen[-1] == 40
