@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections import Counter
 from dataclasses import replace
@@ -168,11 +169,25 @@ def test_a_silent_asset_gets_one_stale_marker_from_its_partitions_watermark() ->
 
 def crash_and_restart(bus: Bus, state_dir: Path, tag: str, crash: str) -> list[Features]:
     """Run a worker, kill it at ``crash`` during a checkpoint mid-stream, start a new one on the same
-    group and state dir, let it finish. Returns everything produced to the features topic."""
+    group and state dir, let it finish. Returns everything produced to the features topic.
+    ``crash="rebalance"``: nobody dies; a second worker joins mid-stream and takes a partition over."""
     config = topic_config(tag, state_dir=state_dir, checkpoint_interval_s=0.0)
     first = FeatureWorker(bus, MOTOR, config)
     for _ in range(4):
         first.run_once(300, 1.0)
+    if crash == "rebalance":
+        first.config = replace(config, checkpoint_interval_s=3600.0)
+        first.run_once(300, 1.0)  # past its last snapshot: the partition's new owner redoes this
+        second = FeatureWorker(bus, MOTOR, config)
+        idle, deadline = 0, time.monotonic() + 60
+        while (idle < 3 or not second.consumer.assignment()) and time.monotonic() < deadline:
+            idle = 0 if first.run_once(300, 0.2) + second.run_once(300, 0.2) else idle + 1
+        # Each holds the assets of its own partition only (the first dropped those it lost).
+        assert first.engine.assets and second.engine.assets
+        assert not set(first.engine.asset_ids) & set(second.engine.asset_ids)
+        first.close()
+        second.close()
+        return drain(bus, config.features_topic, Features)
 
     def die(*_args) -> None:
         raise Crash
@@ -239,14 +254,14 @@ def check_recovery(bus: Bus, tmp_path: Path, crash: str) -> None:
     assert len(got) > 0.8 * len(log)
 
 
-@pytest.mark.parametrize("crash", ["before_snapshot", "before_commit", "produce_fails"])
+@pytest.mark.parametrize("crash", ["before_snapshot", "before_commit", "produce_fails", "rebalance"])
 def test_killed_and_restarted_worker_emits_what_an_uninterrupted_one_does(tmp_path: Path, crash: str) -> None:
     bus = InProcessBus(partitions=2)
     check_recovery(bus, tmp_path, crash)
 
 
 @pytest.mark.kafka
-@pytest.mark.parametrize("crash", ["before_snapshot", "before_commit", "produce_fails"])
+@pytest.mark.parametrize("crash", ["before_snapshot", "before_commit", "produce_fails", "rebalance"])
 def test_killed_and_restarted_worker_on_kafka(kafka_bootstrap: str, tmp_path: Path, crash: str) -> None:
     from ingest.kafka_bus import KafkaBus
 
