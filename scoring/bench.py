@@ -96,8 +96,13 @@ def _naive_rate(predictor, load: _Workload, n: int = 500) -> float:
 
 
 def _scorer(bus, registry, profile, **kw) -> Scorer:
+    """A scorer that has loaded the model and scored its first batch (warm-up), if any is waiting."""
     config = ScorerConfig(group_id=f"bench-{uuid.uuid4().hex[:8]}", reload_interval_s=3600.0, **kw)
-    return Scorer(bus, profile, registry, config)
+    scorer = Scorer(bus, profile, registry, config)
+    scorer.run_once(max_records=1024, timeout_s=0.0)
+    if scorer.predictor is None:  # else every rate below would read 0
+        raise RuntimeError(f"the scorer did not load model {registry.latest_version()}: see its log")
+    return scorer
 
 
 def _throughput(registry, profile, load: _Workload, n: int) -> tuple[float, float]:
@@ -108,7 +113,6 @@ def _throughput(registry, profile, load: _Workload, n: int) -> tuple[float, floa
     for i in range(0, n, 50_000):
         producer.send_batch(topics.FEATURES, msgs[i : i + 50_000])
     scorer = _scorer(bus, registry, profile)
-    scorer.run_once(max_records=1024, timeout_s=0.0)  # model load and warm-up
     done = 0
     with Span() as clock:
         while scored := scorer.run_once(timeout_s=0.0):
@@ -145,7 +149,6 @@ def _paced_latency(registry, profile, load: _Workload, rate: float, seconds: flo
     bus = InProcessBus(partitions=6)
     bus.create_topics(topics.ALL, 6)
     scorer = _scorer(bus, registry, profile)
-    scorer.run_once(timeout_s=0.0)
     stamp = scorer.producer = _Stamp(scorer.producer)
     stop = threading.Event()
     worker = threading.Thread(target=scorer.run, args=(stop,))
@@ -170,7 +173,6 @@ def _idle_latency(registry, profile, load: _Workload, samples: int = 20) -> np.n
     bus = InProcessBus(partitions=6)
     bus.create_topics(topics.ALL, 6)
     scorer = _scorer(bus, registry, profile)
-    scorer.run_once(timeout_s=0.0)
     stamp = scorer.producer = _Stamp(scorer.producer)
     stop = threading.Event()
     worker = threading.Thread(target=scorer.run, args=(stop,))
@@ -191,7 +193,10 @@ def run(count: int, bus, console) -> list[dict]:
     registry = _registry()
     version = registry.latest_version()
     profile = load_profile(registry.card(version).profile)
-    predictor = registry.load(version)
+    from features.spec import FeatureSpec
+
+    # With the profile's feature spec, as the scorer loads it: a model of another spec fails here, loud.
+    predictor = registry.load(version, spec=FeatureSpec.from_profile(profile))
     load = _Workload(predictor)
     n = min(count, 200_000)
     f = len(predictor.feature_names)

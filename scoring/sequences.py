@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+_FEW_REPEATS = 4  # up to this many rows per asset, shifting windows in rounds moves less memory
+
 
 class SequenceStore:
     """The last ``seq_len`` vectors of each asset, with the event time of the newest one."""
@@ -103,6 +105,12 @@ class SequenceStore:
         uniq = sorted_slots[first]
         sizes = np.diff(np.r_[first, n])
         rank = np.arange(n) - np.repeat(first, sizes)
+        if sizes.max() <= _FEW_REPEATS:  # e.g. a poll spanning two rounds of the fleet: shift in rounds
+            seq = np.empty((n, t_len, self.n_features), dtype=np.float32)
+            for r in range(int(sizes.max())):
+                rows = order[rank == r]  # each asset's r-th row (stream order within an asset)
+                seq[rows] = self._append_unique(slots[rows], x[rows])
+            return seq
         # One segment per asset: its stored history (T rows) followed by its new rows.
         seg_start = np.r_[0, np.cumsum(t_len + sizes)[:-1]]
         combined = np.empty((len(uniq) * t_len + n, self.n_features), dtype=np.float32)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from scoring import sequences
 from scoring.sequences import SequenceStore
 
 
@@ -12,7 +14,9 @@ def reference_window(history: list[np.ndarray], seq_len: int) -> np.ndarray:
     return np.array([w[0]] * (seq_len - len(w)) + w)
 
 
-def test_sequences_match_brute_force_with_repeats_growth_and_redelivery():
+@pytest.mark.parametrize("few_repeats", [0, 4, 1000], ids=["by_segments", "mixed", "by_rounds"])
+def test_sequences_match_brute_force_with_repeats_growth_and_redelivery(monkeypatch, few_repeats):
+    monkeypatch.setattr(sequences, "_FEW_REPEATS", few_repeats)  # each way of appending repeats
     rng = np.random.default_rng(7)
     seq_len, n_features = 5, 3
     store = SequenceStore(seq_len, n_features, capacity=2)  # grows several times
