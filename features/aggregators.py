@@ -65,15 +65,24 @@ def merge_into(acc: np.ndarray, part: np.ndarray) -> None:
     np.maximum(acc[..., MX], part[..., MX], out=acc[..., MX])
 
 
-def shifted(win: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Window aggregates ``(rows, signals, WINDOW)`` with every bucket moved ``c[row]`` positions on
-    (``j -> j + c``), as a new array."""
-    c = np.asarray(c, dtype=np.float64)[:, None]
-    out = win.copy()
-    out[..., W_NJ] += c * win[..., W_N]
-    out[..., W_NJJ] += c * (2.0 * win[..., W_NJ] + c * win[..., W_N])
-    out[..., W_SJ] += c * win[..., W_S]
+def placed(bucket: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Window aggregates ``(rows, signals, WINDOW)`` of one bucket each, at window position ``j[row]``."""
+    j = np.asarray(j, dtype=np.float64)[:, None]
+    out = np.empty((*bucket.shape[:-1], WINDOW))
+    out[..., :BUCKET] = bucket  # a window starts with its buckets' fields
+    out[..., W_NJ] = bucket[..., N] * j
+    out[..., W_NJJ] = out[..., W_NJ] * j
+    out[..., W_SJ] = bucket[..., S] * j
     return out
+
+
+def move(win: np.ndarray, c: np.ndarray) -> None:
+    """Move every bucket of window aggregates ``(rows, signals, WINDOW)`` ``c[row]`` positions on
+    (``j -> j + c``), in place."""
+    c = np.asarray(c, dtype=np.float64)[:, None]
+    win[..., W_NJJ] += c * (2.0 * win[..., W_NJ] + c * win[..., W_N])
+    win[..., W_NJ] += c * win[..., W_N]
+    win[..., W_SJ] += c * win[..., W_S]
 
 
 def empty_window(shape: tuple[int, ...]) -> np.ndarray:

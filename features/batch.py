@@ -146,7 +146,8 @@ def _window(a: np.ndarray, t: np.ndarray, moments: np.ndarray, width: float, buc
     totals[..., ag.MN] = np.minimum.reduceat(moments[..., ag.MN], bstart, axis=0)
     totals[..., ag.MX] = np.maximum.reduceat(moments[..., ag.MX], bstart, axis=0)
     out = _closed(a[bstart], k[bstart], totals, buckets)[bid]
-    ag.add_bucket(out, _seg_running(moments, bid), float(buckets - 1))
+    laid, dest = _running(moments, bid)
+    ag.add_bucket(out, laid[dest], float(buckets - 1))
     return out
 
 
@@ -164,27 +165,27 @@ def _closed(ba: np.ndarray, bk: np.ndarray, totals: np.ndarray, buckets: int) ->
     r = bk - bk[asset_start][asset]  # bucket ids from the asset's first: small numbers
     block, p = np.divmod(r, buckets)
     group = np.cumsum(_segment_starts(asset, block)) - 1
-    placed = ag.empty_window(totals.shape[:2])
-    ag.add_bucket(placed, totals, p.astype(np.float64))  # at their position within the block
-    out = ag.empty_window(totals.shape[:2])
+    win = ag.placed(totals, p)  # at their position within the block
     # The head: the block's buckets before this one, at window position p' + buckets - 1 - p.
-    head = np.flatnonzero(np.r_[False, group[1:] == group[:-1]])
-    out[head] = ag.shifted(_seg_running(placed, group)[head - 1], buckets - 1 - p[head])
+    laid, dest = _running(win, group)
+    has_head = np.r_[False, group[1:] == group[:-1]]
+    out = laid[np.where(has_head, np.r_[0, dest[:-1]], len(laid) - 1)]
+    ag.move(out, buckets - 1 - p)
     # The tail: the previous block's buckets from the window's first id on, at position p' - p - 1.
     key = asset * (int(r.max()) + buckets + 1) + r
     first = np.searchsorted(key, key - buckets + 1)
-    tail = np.flatnonzero(group[first] != group)
-    after = _seg_running(placed, group, backward=True)
-    part = out[tail]
-    ag.merge_into(part, ag.shifted(after[first[tail]], -1 - p[tail]))
-    out[tail] = part
+    laid, dest = _running(win, group, backward=True)
+    tail = laid[np.where(group[first] != group, dest[first], len(laid) - 1)]
+    ag.move(tail, -1 - p)
+    ag.merge_into(out, tail)
     return out
 
 
-def _seg_running(agg: np.ndarray, group: np.ndarray, backward: bool = False) -> np.ndarray:
+def _running(agg: np.ndarray, group: np.ndarray, backward: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Running bucket or window aggregates ``(rows, signals, fields)`` within each group (ids
     ``0, 1, ...`` in contiguous runs), from its first row on, or from its last row back: sums add,
-    min and max combine, in row order.
+    min and max combine, in row order. Returns ``(laid, dest)``: row ``i``'s is ``laid[dest[i]]``;
+    ``laid[-1]`` is the empty aggregate.
 
     The rows are laid out by rank within their group, then groups longest first, so the rows of
     one rank follow those of the rank before them, group for group, in one slice: one vectorised
@@ -199,11 +200,13 @@ def _seg_running(agg: np.ndarray, group: np.ndarray, backward: bool = False) -> 
     count = np.bincount(rank)  # groups reaching each rank: the first count[r] slots
     offset = np.r_[0, np.cumsum(count)]
     dest = offset[rank] + slot[group]
-    laid = np.empty_like(agg)
+    laid = np.empty((len(agg) + 1, *agg.shape[1:]))
     laid[dest] = agg
+    laid[-1] = 0.0
+    laid[-1, ..., ag.MN], laid[-1, ..., ag.MX] = np.inf, -np.inf
     for r in range(1, len(count)):
         ag.merge_into(laid[offset[r] : offset[r] + count[r]], laid[offset[r - 1] : offset[r - 1] + count[r]])
-    return laid[dest]
+    return laid, dest
 
 
 def _baseline(
