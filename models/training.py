@@ -66,6 +66,8 @@ class TrainResult:
     bundle: ModelBundle
     card: ModelCard
     split: AssetSplit
+    # The fitted models before export (scikit-learn forests, LSTM weights), for benchmarks and parity tests.
+    fitted: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 def _sample(rows: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
@@ -216,7 +218,8 @@ def fit(
     card = replace(
         card, metrics=metrics | {"timing_s": {"forest_fit": forest_s, "lstm_fit": lstm_s, "total": elapsed}}
     )
-    return TrainResult(bundle, card, split)
+    fitted = {"forest_classifier": clf, "forest_regressor": reg, "lstm_weights": weights}
+    return TrainResult(bundle, card, split, fitted)
 
 
 def assess(

@@ -6,17 +6,15 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from features.spec import FeatureSpec
 from ingest.profiles import load_profile
 from ingest.schemas import Driver
-from models import forest, lstm
+from models import forest, lstm, synthetic
 from models.card import CARD_FILE
 from models.dataset import LabelledLog
 from models.inference import Predictor
-from models.labels import LabelConfig, make_labels
 from models.registry import LATEST, Registry, SpecMismatchError
 from models.sequences import windows
 from models.training import TrainConfig, fit
@@ -31,25 +29,8 @@ TINY = TrainConfig(
 
 
 def synthetic_log(n_assets: int = 30, seed: int = 0) -> LabelledLog:
-    """Run-to-failure assets whose features drift with wear (plus noise), failing at their last cycle."""
-    rng = np.random.default_rng(seed)
-    f = len(SPEC.names)
-    loading = rng.normal(size=f)
-    aid, ts, vals, fails = [], [], [], []
-    for a in range(n_assets):
-        life = int(rng.integers(60, 90))
-        t = np.arange(1, life + 1, dtype=float)
-        wear = (t / life) ** 2
-        vals.append(wear[:, None] * loading * 3 + rng.normal(size=(life, f)))
-        aid += [str(a + 1)] * life
-        ts.append(t)
-        fails.append((str(a + 1), float(life), "failure"))
-    events = pd.DataFrame(fails, columns=["asset_id", "ts", "kind"])
-    asset_id, t_all = np.array(aid, dtype=object), np.concatenate(ts)
-    values = np.concatenate(vals).astype(np.float32)
-    values[::17, 3] = np.nan  # undefined features happen (e.g. a slope over one reading)
-    labels = make_labels(asset_id, t_all, events, LabelConfig.from_profile(PROFILE))
-    return LabelledLog(asset_id, t_all, values, labels, events, SPEC.names)
+    """Run-to-failure C-MAPSS-like engines (see :mod:`models.synthetic`)."""
+    return synthetic.synthetic_log(PROFILE, SPEC, n_assets, seed)
 
 
 @pytest.fixture(scope="module")

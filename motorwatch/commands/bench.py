@@ -21,6 +21,7 @@ STAGES: dict[str, str] = {
     "bus": "ingest.bench:run",
     "replay": "ingest.bench_replay:run",
     "score": "scoring.bench:run",
+    "models": "models.bench:run",
     "simulate": "simulator.bench:run",
     "features": "features.bench:run",
 }
