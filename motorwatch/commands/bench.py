@@ -24,6 +24,7 @@ STAGES: dict[str, str] = {
     "models": "models.bench:run",
     "simulate": "simulator.bench:run",
     "features": "features.bench:run",
+    "e2e": "motorwatch.bench_e2e:run",
 }
 
 
