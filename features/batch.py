@@ -113,7 +113,12 @@ def _features_sorted(
     sel = np.flatnonzero(emits(first, t, prev_t, spec.emit_every))
 
     moments = ag.bucket_moments(xs)
-    windows = {w.name: _window(a, t, moments, w.width, w.buckets)[sel] for w in spec.windows}
+    windows = {}
+    for w in spec.windows:  # only the signals the window's features read (the rest stay empty)
+        read = {s for f in spec.features if f.window == w.name for s in (f.signal, f.other)}
+        cols = [c for c, s in enumerate(spec.used_signals) if s in read]
+        windows[w.name] = ag.empty_window((len(sel), len(spec.used_signals)))
+        windows[w.name][:, cols] = _window(a, t, moments[:, cols], w.width, w.buckets)[sel]
     base_mean, base_std = _baseline(a, xs, maintained, spec.baseline_n)
     since = np.where(np.isnan(maintained), t[first][asset_id], maintained)
     inputs = ag.Inputs(
