@@ -1,0 +1,212 @@
+"""`motorwatch demo`: a simulated fleet, the feature worker and the scorer in one process, live.
+
+If the registry is empty, a small model is trained first on a freshly simulated history. Then the
+simulator publishes readings at an accelerated clock, the stages of :mod:`motorwatch.pipeline`
+take turns on the bus, and a :class:`FleetView` folds scores and alerts into the console.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from features.spec import FeatureSpec
+from ingest import topics
+from ingest.bus import Bus
+from ingest.profiles import Profile
+from ingest.schemas import Alert, DeadLetter, Score, decode_many
+from models.registry import Registry
+from models.training import TrainConfig, train
+from motorwatch.pipeline import Pipeline
+from scoring.config import PRIORITIES
+from scoring.sinks import AlertBoard
+from scoring.worker import ScorerConfig
+from simulator.config import FleetConfig
+from simulator.fleet import Fleet
+from simulator.publish import MaintenanceListener, Pacing, Publisher
+from simulator.writers import simulate_to_files
+
+STEP_READINGS = 2048  # readings published per round at most
+_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan"}
+
+
+@dataclass(frozen=True, slots=True)
+class DemoConfig:
+    """The fleet and its clock. ``speed``: simulated seconds per wall-clock second."""
+
+    motors: int = 50
+    interval_s: float = 60.0
+    speed: float = 3600.0
+    mean_onset_days: float = 20.0
+    seed: int = 7
+    closed_loop: bool = True
+    schedule_out: Path | None = Path("schedule.csv")
+    train_motors: int = 40  # the simulated history a first model is trained on (empty registry)
+    train_days: float = 40.0
+
+    def fleet(self) -> FleetConfig:
+        return FleetConfig(
+            motors=self.motors, interval_s=self.interval_s, mean_onset_days=self.mean_onset_days
+        )
+
+
+def ensure_model(registry: Path, profile: Profile, config: DemoConfig, log: Callable[[str], None]) -> str:
+    """The registry's latest version; trains and registers a small model first if there is none.
+
+    The training history is another fleet of the same kind (another seed), never the demo's own."""
+    reg = Registry(registry)
+    version = reg.latest_version()
+    if version is not None:
+        return version
+    started = time.perf_counter()
+    history = FleetConfig(
+        motors=config.train_motors, interval_s=config.interval_s, mean_onset_days=config.mean_onset_days
+    )
+    with tempfile.TemporaryDirectory(prefix="motorwatch-demo-") as tmp:
+        log(f"empty registry: simulating {config.train_motors} motors x {config.train_days:g} days to train")
+        simulate_to_files(history, config.seed + 1000, Path(tmp), config.train_days * 86400.0)
+        result = train(
+            Path(tmp), profile, FeatureSpec.from_profile(profile), TrainConfig.quick(config.seed), log
+        )
+    version = reg.save(result.bundle, result.card)
+    log(f"trained and registered {version} in {time.perf_counter() - started:.0f} s")
+    return version
+
+
+@dataclass
+class FleetView:
+    """The console's state, folded from ``maintenance.scores``, ``maintenance.alerts`` and the
+    dead-letter topics (its own consumer group: it never slows the scorer's commits)."""
+
+    bus: Bus
+    risk: dict[str, tuple[float, float]] = field(default_factory=dict)  # asset -> (risk, rul)
+    board: AlertBoard = field(default_factory=AlertBoard)
+    feed: deque[str] = field(default_factory=lambda: deque(maxlen=8))
+    scores: int = 0
+    raised: int = 0
+    dead_letters: int = 0
+    version: str = "-"
+
+    def __post_init__(self) -> None:
+        self.consumer = self.bus.consumer(
+            [topics.SCORES, topics.ALERTS, topics.READINGS_DLQ, topics.FEATURES_DLQ], "motorwatch-demo-view"
+        )
+
+    def poll(self) -> int:
+        records = self.consumer.poll_batch(65_536, 0.0)
+        if not records:
+            return 0
+        scores, _ = decode_many([r.value for r in records if r.topic == topics.SCORES], Score)
+        for _, s in scores:
+            self.risk[s.asset_id] = (s.risk, s.rul)
+        if scores:
+            self.version = scores[-1][1].model_version
+        self.scores += len(scores)
+        alerts, _ = decode_many([r.value for r in records if r.topic == topics.ALERTS], Alert)
+        for _before, a in self.board.apply(a for _, a in alerts):
+            self.raised += a.state == "raised"
+            self.feed.appendleft(_feed_line(a))
+        letters, _ = decode_many([r.value for r in records if r.topic.endswith(".dlq")], DeadLetter)
+        self.dead_letters += len(letters)
+        self.consumer.commit()
+        return len(records)
+
+    def render(self, now_ts: float, readings: int, elapsed_s: float, rows: int = 12) -> Group:
+        """Header line, the riskiest motors, and the latest alert changes."""
+        rate = readings / max(elapsed_s, 1e-9)
+        counts = {p: 0 for p in PRIORITIES}
+        for a in self.board.open.values():
+            counts[a.priority] += 1
+        header = Text.assemble(
+            ("motorwatch demo ", "bold"),
+            f"sim {_clock(now_ts)} | {readings:,} readings ({rate:,.0f}/s) | {self.scores:,} scores | "
+            f"{self.dead_letters:,} dead letters | model {self.version} | open alerts ",
+            *[(f"{p} {counts[p]} ", _STYLE[p]) for p in reversed(PRIORITIES)],
+        )
+        table = Table("motor", "risk", "RUL (h)", "alert", title="riskiest motors", title_justify="left")
+        for asset, (risk, rul) in sorted(self.risk.items(), key=lambda kv: -kv[1][0])[:rows]:
+            alert = self.board.open.get(asset)
+            tag = Text(alert.priority, _STYLE[alert.priority]) if alert else Text("")
+            table.add_row(asset, _bar(risk), f"{rul:,.0f}", tag)
+        feed = Text("\n".join(self.feed) or "no alerts yet")
+        return Group(header, table, Text("alert feed", style="bold"), feed)
+
+
+def _feed_line(a: Alert) -> str:
+    drivers = ", ".join(d.feature for d in a.drivers[:2])
+    why = f" ({drivers})" if drivers else ""
+    return f"{_clock(a.ts)} {a.state:<8} {a.priority:<6} {a.asset_id:<8} risk {a.risk:.2f}{why}"
+
+
+def _clock(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _bar(risk: float, width: int = 10) -> Text:
+    full = round(risk * width)
+    style = "red" if risk >= 0.8 else "yellow" if risk >= 0.5 else "green"
+    return Text(f"{'█' * full}{'░' * (width - full)} {risk:.2f}", style)
+
+
+@dataclass
+class Demo:
+    """The simulator, the pipeline and the view, driven round-robin by :meth:`step`."""
+
+    publisher: Publisher
+    listener: MaintenanceListener | None
+    pipeline: Pipeline
+    view: FleetView
+    started: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        # Small rounds keep every stage's batches small: when the machine cannot keep the pace, the
+        # simulated clock falls behind instead of the console freezing on one huge batch.
+        self._max_ticks = max(1, STEP_READINGS // self.publisher.fleet.config.motors)
+
+    @classmethod
+    def build(
+        cls, bus: Bus, profile: Profile, registry: Path, config: DemoConfig, partitions: int = 6
+    ) -> Demo:
+        fleet = Fleet(config.fleet(), config.seed)
+        scorer = ScorerConfig(schedule_out=config.schedule_out)
+        pipeline = Pipeline.build(bus, profile, registry, scorer, partitions)
+        view = FleetView(bus)
+        listener = MaintenanceListener(fleet, bus) if config.closed_loop else None
+        publisher = Publisher(fleet, bus.producer(), Pacing(config.speed))
+        return cls(publisher, listener, pipeline, view)
+
+    def step(self) -> int:
+        """Publish the readings now due, let every stage consume, update the view."""
+        if self.listener is not None:
+            self.listener.run_once()
+        sent = self.publisher.run_once(self._max_ticks)
+        self.publisher.producer.flush()
+        self.pipeline.pump(self.view.poll)
+        return sent
+
+    def run(self, stop: threading.Event, on_tick: Callable[[Demo], None] = lambda _: None) -> None:
+        while not stop.is_set():
+            if not self.step():
+                stop.wait(min(0.05, self.publisher.seconds_until_due()))
+            on_tick(self)
+
+    def render(self) -> Group:
+        return self.view.render(
+            self.publisher.fleet.now, self.publisher.summary.readings, time.monotonic() - self.started
+        )
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+        self.publisher.producer.close()
+        self.pipeline.close()

@@ -1,0 +1,98 @@
+"""`motorwatch demo`: simulator, feature worker and scorer in one process, with a first model trained
+on a simulated history when the registry is empty."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
+
+from ingest.inproc import InProcessBus
+from ingest.profiles import load_profile
+from motorwatch.cli import main
+from motorwatch.demo import Demo, DemoConfig, ensure_model
+
+MOTOR = load_profile("motor")
+SMALL = DemoConfig(motors=12, speed=86_400.0, mean_onset_days=5.0, train_motors=10, train_days=6.0, seed=3)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory) -> Path:
+    """A first model, trained the demo's way (a simulated history, the quick configuration)."""
+    root = tmp_path_factory.mktemp("demo") / "registry"
+    lines: list[str] = []
+    version = ensure_model(root, MOTOR, SMALL, lines.append)
+    assert version == "v0001" and any("trained and registered v0001" in m for m in lines)
+    assert ensure_model(root, MOTOR, SMALL, lines.append) == "v0001"  # not trained twice
+    return root
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_fleet_is_scored_live_and_failing_motors_get_alerts_and_jobs(registry, tmp_path) -> None:
+    bus = InProcessBus()
+    config = replace(SMALL, speed=1e7, schedule_out=tmp_path / "schedule.csv")  # as fast as it goes
+    demo = Demo.build(bus, MOTOR, registry, config)
+    fleet = demo.publisher.fleet
+    days = 3
+    while fleet.now < fleet.config.start_ts + days * 86400:
+        demo.step()
+    demo.close()
+    bus.close()
+    view = demo.view
+    assert view.scores > 0.9 * demo.publisher.summary.readings - view.dead_letters
+    assert view.version == "v0001" and len(view.risk) == config.motors
+    assert view.raised > 0 and view.feed
+    assert demo.publisher.summary.events.get("failure", 0) > 0
+    schedule = pd.read_csv(tmp_path / "schedule.csv")
+    assert len(schedule) > 0 and set(schedule["asset_id"]) <= set(view.risk)
+
+
+def test_cli_runs_for_its_duration_and_serves_metrics(registry, tmp_path) -> None:
+    port = _free_port()
+    scraped: list[str] = []
+
+    def scrape() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not scraped:
+            time.sleep(1)
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+            except OSError:
+                continue
+            if "motorwatch_scorer_messages_in_total" in body:
+                scraped.append(body)
+
+    reader = threading.Thread(target=scrape)
+    reader.start()
+    args = ["demo", "--duration", "8", "--no-live", "--motors", "12", "--speed", "36000"]
+    args += [
+        "--metrics-port",
+        str(port),
+        "--schedule",
+        str(tmp_path / "plan.json"),
+        "--registry",
+        str(registry),
+    ]
+    result = CliRunner().invoke(main, args)
+    reader.join()
+    assert result.exit_code == 0, result.output
+    assert "riskiest motors" in result.output and "model v0001" in result.output
+    assert scraped, "the demo never served its metrics"
+    families = {f.name: f for f in text_string_to_metric_families(scraped[0])}
+    processed = sum(
+        s.value for s in families["motorwatch_features_readings"].samples if s.name.endswith("_total")
+    )
+    assert processed > 0
