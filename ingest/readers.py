@@ -54,6 +54,7 @@ CMAPSS_COLUMNS = (
 SIMULATOR_LOG = "readings.parquet"  # a simulator log is a directory holding this file
 
 logger = logging.getLogger(__name__)
+LOGGED_BAD_ROWS = 5  # read_log logs this many bad rows one by one, then only counts
 
 
 class RowError(StrEnum):
@@ -170,11 +171,13 @@ def read_log(path: str | Path, profile: Profile, fmt: str | None = None) -> pd.D
     """A whole log as a DataFrame in file order, for training: ``asset_id`` (str), ``ts`` (float64) and one
     float64 column per profile signal (NaN where a row lacks it).
 
-    Bad rows are logged and skipped; ``df.attrs["bad_rows"]`` counts them by reason."""
+    Bad rows are skipped: the first few are logged one by one, then a summary by reason;
+    ``df.attrs["bad_rows"]`` counts them by reason."""
     parts, bad = [], {}
     for chunk in read_chunks(path, profile, fmt):
         for row in chunk.bad:
-            logger.warning("skipped %s", row)
+            if sum(bad.values()) < LOGGED_BAD_ROWS:
+                logger.warning("skipped %s", row)
             bad[str(row.reason)] = bad.get(str(row.reason), 0) + 1
         b = chunk.batch
         parts.append(
@@ -186,6 +189,9 @@ def read_log(path: str | Path, profile: Profile, fmt: str | None = None) -> pd.D
     df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
     df = df.astype({"asset_id": "str", **{c: "float64" for c in columns[1:]}})
     df.attrs["bad_rows"] = bad
+    if bad:
+        counts = ", ".join(f"{n} {reason}" for reason, n in sorted(bad.items()))
+        logger.warning("%s: skipped %d bad rows (%s)", path, sum(bad.values()), counts)
     return df
 
 

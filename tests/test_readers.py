@@ -204,3 +204,15 @@ def test_read_log_of_cmapss_has_one_row_per_engine_cycle(tmp_path: Path) -> None
     df = read_log(log, CMAPSS, fmt="cmapss")
     assert df.groupby("asset_id")["ts"].max().to_dict() == {"1": 192.0, "2": 8.0}
     assert df.shape == (200, 2 + len(CMAPSS.signals))
+
+
+def test_read_log_names_a_few_bad_rows_then_counts_the_rest(tmp_path: Path, caplog) -> None:
+    log = tmp_path / "plant.csv"
+    rows = [f"m1,{t},{-1.0 if t % 2 else 10.0}" for t in range(40)]
+    log.write_text("asset_id,ts,current_a\n" + "\n".join(rows) + "\n")
+    with caplog.at_level("WARNING", logger="ingest.readers"):
+        df = read_log(log, MOTOR)
+    assert len(df) == 20 and df.attrs["bad_rows"] == {"out_of_range": 20}
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 6 and all(f"{log}:" in m for m in lines[:5])
+    assert lines[-1] == f"{log}: skipped 20 bad rows (20 out_of_range)"
