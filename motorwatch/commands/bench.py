@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from motorwatch.config import bus_options, BusConfig
+from motorwatch.config import BusConfig, bus_options
 
 # stage -> "module:function". A stage not listed here has no benchmark yet.
 STAGES: dict[str, str] = {
@@ -25,14 +25,21 @@ STAGES: dict[str, str] = {
     "simulate": "simulator.bench:run",
     "features": "features.bench:run",
     "e2e": "motorwatch.bench_e2e:run",
+    "offline": "motorwatch.bench_offline:run",
 }
 
 
 @click.command()
 @click.argument("stages", nargs=-1, type=click.Choice(sorted(STAGES)))
 @click.option("--n", "count", type=int, default=1_000_000, show_default=True, help="Messages per benchmark.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path("bench.json"), show_default=True, help="Where to write the figures.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("bench.json"),
+    show_default=True,
+    help="Where to write the figures.",
+)
 @bus_options
 def cli(stages: tuple[str, ...], count: int, json_path: Path, bus: BusConfig) -> None:
     """Benchmark STAGES (default: all) and write the figures as JSON."""
@@ -49,13 +56,22 @@ def cli(stages: tuple[str, ...], count: int, json_path: Path, bus: BusConfig) ->
             rows.append({"stage": stage, **row})
     table = Table("stage", "benchmark", "value", "unit", "target", "note")
     for r in rows:
-        table.add_row(r["stage"], r["benchmark"], f"{r['value']:,.3f}".rstrip("0").rstrip("."), r["unit"],
-                      str(r.get("target", "")), str(r.get("note", "")))
+        table.add_row(
+            r["stage"],
+            r["benchmark"],
+            f"{r['value']:,.3f}".rstrip("0").rstrip("."),
+            r["unit"],
+            str(r.get("target", "")),
+            str(r.get("note", "")),
+        )
     console.print(table)
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+        "machine": {
+            "cpus": __import__("os").cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "rows": rows,
     }
     json_path.write_text(json.dumps(report, indent=2) + "\n")
