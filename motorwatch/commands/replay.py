@@ -107,12 +107,13 @@ def _publish(logs: list[Path], prof, speed: str, fmt: str | None, bus: BusConfig
     from ingest import topics
     from ingest.replay import replay
 
+    topic = bus.topic(topics.READINGS)
     b = bus.build()
     try:
-        b.create_topics([topics.READINGS], bus.partitions)
+        b.create_topics([topic], bus.partitions)
         producer = b.producer()
         try:
-            result = replay(logs, prof, producer, speed=speed, fmt=fmt, on_bad_row=report)
+            result = replay(logs, prof, producer, speed=speed, fmt=fmt, on_bad_row=report, topic=topic)
         except ValueError as exc:  # a log the profile cannot read (missing column, unknown format)
             raise click.ClickException(str(exc)) from None
         finally:
@@ -120,6 +121,6 @@ def _publish(logs: list[Path], prof, speed: str, fmt: str | None, bus: BusConfig
     finally:
         b.close()
     click.echo(
-        f"published {result.published} readings to {topics.READINGS} (event time {result.first_ts:g} .. "
+        f"published {result.published} readings to {topic} (event time {result.first_ts:g} .. "
         f"{result.last_ts:g} {prof.time_unit}); skipped rows: {_skipped(result.skipped)}"
     )
