@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +34,18 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.fail(f"no Kafka broker for the Kafka tests: {exc}", pytrace=False)
     yield info.bootstrap
     local_broker.stop(state_dir)
+
+
+@pytest.fixture(scope="session")
+def demo_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry holding a first model trained the demo's way (a simulated history, the quick
+    configuration) for the small fleet of tests/demo_model.py; shared by the tests that run the demo."""
+    from demo_model import MOTOR, SMALL
+
+    from motorwatch.demo import ensure_model
+
+    root = tmp_path_factory.mktemp("demo") / "registry"
+    lines: list[str] = []
+    assert ensure_model(root, MOTOR, SMALL, lines.append) == "v0001"
+    assert any("trained and registered v0001" in m for m in lines), lines
+    return root

@@ -11,28 +11,19 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
-import pytest
 from click.testing import CliRunner
+from demo_model import MOTOR, SMALL
 from prometheus_client.parser import text_string_to_metric_families
 
 from ingest.inproc import InProcessBus
-from ingest.profiles import load_profile
 from motorwatch.cli import main
-from motorwatch.demo import Demo, DemoConfig, ensure_model
-
-MOTOR = load_profile("motor")
-SMALL = DemoConfig(motors=12, speed=86_400.0, mean_onset_days=5.0, train_motors=10, train_days=6.0, seed=3)
+from motorwatch.demo import Demo, ensure_model
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory) -> Path:
-    """A first model, trained the demo's way (a simulated history, the quick configuration)."""
-    root = tmp_path_factory.mktemp("demo") / "registry"
+def test_a_registry_with_a_model_is_not_trained_again(demo_registry: Path) -> None:
     lines: list[str] = []
-    version = ensure_model(root, MOTOR, SMALL, lines.append)
-    assert version == "v0001" and any("trained and registered v0001" in m for m in lines)
-    assert ensure_model(root, MOTOR, SMALL, lines.append) == "v0001"  # not trained twice
-    return root
+    assert ensure_model(demo_registry, MOTOR, SMALL, lines.append) == "v0001"
+    assert not lines  # found, not trained
 
 
 def _free_port() -> int:
@@ -41,10 +32,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_the_fleet_is_scored_live_and_failing_motors_get_alerts_and_jobs(registry, tmp_path) -> None:
+def test_the_fleet_is_scored_live_and_failing_motors_get_alerts_and_jobs(
+    demo_registry: Path, tmp_path: Path
+) -> None:
     bus = InProcessBus()
     config = replace(SMALL, speed=1e7, schedule_out=tmp_path / "schedule.csv")  # as fast as it goes
-    demo = Demo.build(bus, MOTOR, registry, config)
+    demo = Demo.build(bus, MOTOR, demo_registry, config)
     fleet = demo.publisher.fleet
     days = 3
     while fleet.now < fleet.config.start_ts + days * 86400:
@@ -60,7 +53,7 @@ def test_the_fleet_is_scored_live_and_failing_motors_get_alerts_and_jobs(registr
     assert len(schedule) > 0 and set(schedule["asset_id"]) <= set(view.risk)
 
 
-def test_cli_runs_for_its_duration_and_serves_metrics(registry, tmp_path) -> None:
+def test_cli_runs_for_its_duration_and_serves_metrics(demo_registry: Path, tmp_path: Path) -> None:
     port = _free_port()
     scraped: list[str] = []
 
@@ -84,7 +77,7 @@ def test_cli_runs_for_its_duration_and_serves_metrics(registry, tmp_path) -> Non
         "--schedule",
         str(tmp_path / "plan.json"),
         "--registry",
-        str(registry),
+        str(demo_registry),
     ]
     result = CliRunner().invoke(main, args)
     reader.join()
