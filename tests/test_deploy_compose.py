@@ -7,6 +7,7 @@ file, the Prometheus/Grafana configs, the topic list and the CLI.
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -69,20 +70,52 @@ def invocations(service: dict) -> list[list[str]]:
     return [service["command"]]
 
 
+def parse_with_the_real_cli(argv: list[str]) -> None:
+    """Parse a motorwatch command line (``kafka start`` style subcommands too) without running it;
+    raises on an unknown command or a bad option. A path that must exist but does so only inside a
+    container is fine."""
+    ctx = click.Context(motorwatch_cli, info_name="motorwatch")
+    name, *args = argv
+    command = motorwatch_cli.get_command(ctx, name)
+    if isinstance(command, click.Group):
+        ctx = click.Context(command, info_name=name, parent=ctx)
+        name, *args = args
+        command = command.get_command(ctx, name)
+    assert command is not None, argv
+    try:
+        command.make_context(name, args, parent=ctx)
+    except click.BadParameter as exc:
+        if not (isinstance(exc.param.type, click.Path) and exc.param.type.exists):
+            raise
+
+
 @pytest.mark.parametrize("service", PIPELINE)
 def test_pipeline_commands_parse_with_the_real_cli(compose: dict, service: str) -> None:
     runs = invocations(compose["services"][service])
     assert runs
-    for name, *args in runs:
-        group_ctx = click.Context(motorwatch_cli)
-        command = motorwatch_cli.get_command(group_ctx, name)
-        assert command is not None, name
-        try:
-            command.make_context(name, list(args), parent=group_ctx)  # raises on an unknown or bad option
-        except click.BadParameter as exc:  # a path that exists inside the container only is fine
-            if not (isinstance(exc.param.type, click.Path) and exc.param.type.exists):
-                raise
+    for argv in runs:
+        parse_with_the_real_cli(argv)
     assert compose["services"][service]["build"]["dockerfile"] == "deploy/Dockerfile"
+
+
+def readme_commands() -> list[list[str]]:
+    """Every `motorwatch ...` command of deploy/README.md's shell blocks (also inside ``$(...)``)."""
+    blocks = re.findall(r"```bash\n(.*?)```", (DEPLOY / "README.md").read_text(), re.S)
+    found = []
+    for line in "\n".join(blocks).replace("\\\n", " ").splitlines():
+        code = line.split(" #")[0]
+        for part in re.split(r"&&|\$\(|\)|&\s*$", code):
+            words = shlex.split(part)
+            if words and words[0] == "motorwatch":
+                found.append(words[1:])
+    return found
+
+
+def test_readme_commands_parse_with_the_real_cli() -> None:
+    commands = readme_commands()
+    assert {c[0] for c in commands} >= {"demo", "kafka", "simulate", "features", "score", "alerts"}
+    for argv in commands:
+        parse_with_the_real_cli(argv)
 
 
 def test_prometheus_scrapes_each_stage_on_its_metrics_port(compose: dict) -> None:
