@@ -5,9 +5,12 @@ Options shared by several commands are defined once here as click decorators.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -116,3 +119,22 @@ def profile_option(func: Callable[..., Any]) -> Callable[..., Any]:
         show_default=True,
         help="Asset profile: a shipped name (motor, cmapss) or a TOML path.",
     )(func)
+
+
+@contextlib.contextmanager
+def stop_event(duration_s: float | None = None) -> Iterator[threading.Event]:
+    """An event set by Ctrl-C or SIGTERM, or after ``duration_s`` seconds: how a worker command ends.
+    The previous signal handlers are restored on exit."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    timer = threading.Timer(duration_s, stop.set) if duration_s is not None else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        yield stop
+    finally:
+        if timer is not None:
+            timer.cancel()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

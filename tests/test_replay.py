@@ -254,5 +254,9 @@ def test_cli_refuses_bad_options_clearly(tmp_path: Path) -> None:
     assert missing.exit_code == 1 and "no column ['asset_id']" in missing.output
     slow = runner.invoke(main, ["replay", str(log), "--speed", "0"])
     assert slow.exit_code == 2 and "--speed" in slow.output
-    offline = runner.invoke(main, ["replay", str(log), "--out", str(tmp_path / "scores.csv")])
-    assert offline.exit_code == 1 and "offline scoring needs" in offline.output
+    out = ["--out", str(tmp_path / "scores.csv")]
+    no_model = runner.invoke(main, ["replay", str(log), *out, "--registry", str(tmp_path / "empty")])
+    assert no_model.exit_code == 1 and "no model in the registry" in no_model.output
+    on_kafka = runner.invoke(main, ["replay", str(log), *out, "--bootstrap", "127.0.0.1:1"])
+    assert on_kafka.exit_code == 2 and "in-process bus" in on_kafka.output
+    assert not (tmp_path / "scores.csv").exists()

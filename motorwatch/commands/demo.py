@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 from pathlib import Path
 
 import click
 
-from motorwatch.config import BusConfig, bus_options, registry_option
+from motorwatch.config import BusConfig, bus_options, registry_option, stop_event
 
 REFRESH_S = 0.25
 
@@ -73,6 +71,8 @@ def cli(
     from motorwatch.demo import Demo, DemoConfig, ensure_model
     from scoring import metrics
 
+    if bus.topic_prefix:
+        raise click.UsageError("the demo runs on the standard topic names: drop --topic-prefix")
     console = Console()
     profile = load_profile("motor")
     config = DemoConfig(
@@ -85,13 +85,6 @@ def cli(
         train_days=train_days,
     )
     ensure_model(registry, profile, config, lambda m: console.print(f"[dim]{m}[/]"))
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    if duration is not None:
-        timer = threading.Timer(duration, stop.set)
-        timer.daemon = True
-        timer.start()
     if metrics_port:
         metrics.serve(metrics_port)
         console.print(f"[dim]Prometheus metrics on http://127.0.0.1:{metrics_port}/metrics[/]")
@@ -104,20 +97,21 @@ def cli(
     )
     show = console.is_terminal if live is None else live
     try:
-        if show:
-            with Live(demo.render(), console=console, refresh_per_second=4) as screen:
-                next_draw = [0.0]
+        with stop_event(duration) as stop:
+            if show:
+                with Live(demo.render(), console=console, refresh_per_second=4) as screen:
+                    next_draw = [0.0]
 
-                def draw(d: Demo) -> None:
-                    if time.monotonic() >= next_draw[0]:
-                        screen.update(d.render())
-                        next_draw[0] = time.monotonic() + REFRESH_S
+                    def draw(d: Demo) -> None:
+                        if time.monotonic() >= next_draw[0]:
+                            screen.update(d.render())
+                            next_draw[0] = time.monotonic() + REFRESH_S
 
-                demo.run(stop, draw)
-                screen.update(demo.render())
-        else:
-            demo.run(stop)
-            console.print(demo.render())
+                    demo.run(stop, draw)
+                    screen.update(demo.render())
+            else:
+                demo.run(stop)
+                console.print(demo.render())
     finally:
         demo.close()
         the_bus.close()

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from pathlib import Path
 
 import click
 
-from motorwatch.config import BusConfig, bus_options, profile_option
+from motorwatch.config import BusConfig, bus_options, profile_option, stop_event
 
 
 @click.command()
@@ -89,13 +87,6 @@ def cli(
         checkpoint_interval_s=checkpoint_interval,
     )
     worker = FeatureWorker(the_bus, the_profile, config)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    if duration is not None:
-        timer = threading.Timer(duration, stop.set)
-        timer.daemon = True
-        timer.start()
     if metrics_port:
         start_http_server(metrics_port)
     click.echo(
@@ -103,7 +94,8 @@ def cli(
         err=True,
     )
     try:
-        worker.run(stop)
+        with stop_event(duration) as stop:
+            worker.run(stop)
     finally:
         the_bus.close()
 

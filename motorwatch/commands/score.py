@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import signal
 import threading
 from pathlib import Path
 
 import click
 
-from motorwatch.config import BusConfig, bus_options, profile_option, registry_option
+from motorwatch.config import BusConfig, bus_options, profile_option, registry_option, stop_event
 
 
 @click.command()
@@ -93,24 +92,8 @@ def cli(
         schedule_out=schedule_out,
     )
     scorer = Scorer(the_bus, load_profile(profile), Registry(registry), config)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    if duration is not None:
-        timer = threading.Timer(duration, stop.set)
-        timer.daemon = True
-        timer.start()
     if metrics_port:
         metrics.serve(metrics_port)
-    forwarder = None
-    if alertmanager:
-        forwarder = threading.Thread(
-            target=follow_alerts,
-            args=(the_bus, stop),
-            kwargs={"sink": AlertmanagerSink(alertmanager), "topic": bus.topic(topics.ALERTS)},
-            daemon=True,
-        )
-        forwarder.start()
     if bus.kind == "inproc":
         click.echo(
             "note: on the in-process bus nothing else publishes features; use `motorwatch demo`.", err=True
@@ -119,12 +102,22 @@ def cli(
         f"scoring {bus.topic(topics.FEATURES)} from registry {registry} (group {group}); Ctrl-C stops",
         err=True,
     )
-    try:
-        scorer.run(stop)
-    finally:
-        stop.set()
-        if forwarder is not None:
-            forwarder.join(timeout=5)
-        scorer.close()
-        the_bus.close()
+    with stop_event(duration) as stop:
+        forwarder = None
+        if alertmanager:
+            forwarder = threading.Thread(
+                target=follow_alerts,
+                args=(the_bus, stop),
+                kwargs={"sink": AlertmanagerSink(alertmanager), "topic": bus.topic(topics.ALERTS)},
+                daemon=True,
+            )
+            forwarder.start()
+        try:
+            scorer.run(stop)
+        finally:
+            stop.set()
+            if forwarder is not None:
+                forwarder.join(timeout=5)
+            scorer.close()
+            the_bus.close()
     click.echo(f"scored {scorer.scored} feature vectors", err=True)
