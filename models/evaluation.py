@@ -70,47 +70,74 @@ def alert_events(
     at its first row. For each failure, the lead time is ``failure - first raise`` among episodes raised in
     ``[max(previous failure or maintenance, failure - lookback), failure)``. A failure is *detected* when
     its lead is >= ``min_lead``. An episode is a *true alert* when a failure follows its raise within
-    ``horizon`` (precision). Rows must be sorted by asset, then time.
+    ``horizon`` (``alert_precision``). Rows must be sorted by asset, then time.
+
+    With ``onset`` events in the ground truth (the simulator records when a failure's precursor starts),
+    the *precursor* view counts only failures that had a precursor (a sudden failure gives no warning to
+    detect), and an episode is also true when raised while a precursor is really under way (``onset``
+    seen, no failure or maintenance since): the motor is degrading, even if the failure is days away.
+    Without onset events (C-MAPSS: every engine degrades to failure), it equals the plain view.
     """
-    failures = events[events["kind"] == "failure"]
-    resets = events[events["kind"].isin(["failure", "maintenance"])]
+    kinds = events["kind"].to_numpy()
+    ev_aid = events["asset_id"].astype(str).to_numpy()
+    ev_ts = events["ts"].to_numpy(float)
+    has_onsets = bool(np.any(kinds == "onset"))
     above = risk >= threshold
     starts = above.copy()
     same = np.zeros(len(ts), dtype=bool)
     same[1:] = asset_id[1:] == asset_id[:-1]
     starts[1:] &= ~(above[:-1] & same[1:])
-    raise_asset, raise_ts = asset_id[starts], ts[starts]
+    raise_asset, raise_ts = asset_id[starts].astype(str), ts[starts]
     leads: list[float] = []
     modes: list[str] = []
-    for f in failures.itertuples(index=False):
-        a, t_fail = str(f.asset_id), float(f.ts)
-        if not np.any(asset_id == a):
-            continue
-        before = resets[(resets["asset_id"].astype(str) == a) & (resets["ts"] < t_fail)]["ts"]
-        since = max(float(before.max()) if len(before) else -np.inf, t_fail - lookback)
-        mine = raise_ts[(raise_asset == a) & (raise_ts >= since) & (raise_ts < t_fail)]
-        leads.append(float(t_fail - mine.min()) if len(mine) else 0.0)
-        modes.append(str(getattr(f, "mode", "")))
-    fail_by_asset = {
-        a: np.sort(g["ts"].to_numpy(float)) for a, g in failures.groupby(failures["asset_id"].astype(str))
-    }
-    true_alerts = 0
-    for a, t0 in zip(raise_asset, raise_ts, strict=True):
-        ft = fail_by_asset.get(str(a))
-        if ft is not None and np.any((ft >= t0) & (ft - t0 <= horizon)):
-            true_alerts += 1
+    precursor: list[bool] = []
+    true_alerts = precursor_true = 0
+    present = set(np.unique(asset_id.astype(str)))
+    for a in sorted(present | set(ev_aid[kinds == "failure"])):
+        mine = ev_aid == a
+        order = np.argsort(ev_ts[mine], kind="stable")
+        k, t_ev = kinds[mine][order], ev_ts[mine][order]
+        modes_a = events["mode"].to_numpy()[mine][order] if "mode" in events else np.full(len(k), "")
+        r = raise_ts[raise_asset == a]
+        reset_ts = t_ev[np.isin(k, ["failure", "maintenance"])]
+        fail_ts = t_ev[k == "failure"]
+        onset_ts = t_ev[k == "onset"]
+        if a in present:
+            for i in np.flatnonzero(k == "failure"):
+                t_fail = t_ev[i]
+                prev = reset_ts[reset_ts < t_fail]
+                since = max(prev.max() if len(prev) else -np.inf, t_fail - lookback)
+                before = r[(r >= since) & (r < t_fail)]
+                leads.append(float(t_fail - before.min()) if len(before) else 0.0)
+                modes.append(str(modes_a[i]))
+                start = prev.max() if len(prev) else -np.inf
+                precursor.append(not has_onsets or bool(np.any((onset_ts > start) & (onset_ts < t_fail))))
+        for t0 in r:
+            hit = bool(np.any((fail_ts >= t0) & (fail_ts - t0 <= horizon)))
+            last_onset = onset_ts[onset_ts <= t0].max() if np.any(onset_ts <= t0) else None
+            active = last_onset is not None and not np.any((reset_ts > last_onset) & (reset_ts <= t0))
+            true_alerts += hit
+            precursor_true += hit or active
     lead = np.asarray(leads)
     detected = lead >= min_lead
+    pre = np.asarray(precursor, dtype=bool)
+    raised = int(starts.sum())
     return {
         "threshold": threshold,
         "failures": len(lead),
-        "alerts_raised": int(starts.sum()),
-        "alert_precision": true_alerts / max(int(starts.sum()), 1),
+        "alerts_raised": raised,
+        "alert_precision": true_alerts / max(raised, 1),
         "recall_at_min_lead": float(detected.mean()) if len(lead) else float("nan"),
         "min_lead": min_lead,
-        "lead_quantiles": {q: float(np.quantile(lead, q / 100)) for q in (10, 25, 50, 75, 90)}
-        if len(lead)
-        else {},
+        "lead_quantiles": _quantiles(lead),
         "leads": lead.tolist(),
         "modes": modes,
+        "precursor_failures": int(pre.sum()),
+        "precursor_recall_at_min_lead": float(detected[pre].mean()) if pre.any() else float("nan"),
+        "precursor_alert_precision": precursor_true / max(raised, 1),
+        "precursor_lead_quantiles": _quantiles(lead[pre]),
     }
+
+
+def _quantiles(lead: np.ndarray) -> dict[int, float]:
+    return {q: float(np.quantile(lead, q / 100)) for q in (10, 25, 50, 75, 90)} if len(lead) else {}

@@ -27,6 +27,9 @@ from models.scoring import score_rows
 from models.sequences import asset_starts, window_index
 from models.splits import AssetSplit, split_assets
 
+ALERT_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(2, 19))  # 0.10 ... 0.90
+TARGET_PRECISION = 0.8
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -190,6 +193,7 @@ def fit(
     log("evaluating on the test assets ...")
     metrics = assess(predictor, ds, split.test, profile, label_cfg, config)
     metrics["validation"] = assess(predictor, ds, split.validation, profile, label_cfg, config)
+    metrics["operating_point"] = operating_point(metrics["validation"], metrics)
     metrics["ensemble_fit"] = {
         "risk_weight_forest": blend.risk_weight,
         "rul_weight_forest": blend.rul_weight,
@@ -238,21 +242,30 @@ def assess(
     events = ds.events[ds.events["asset_id"].isin(set(assets))]
     out: dict[str, Any] = {"assets": len(assets), "rows": len(rows), "time_unit": profile.time_unit}
     for name, (risk, r) in scores.items():
-        out[name] = {
-            "classification": evaluation.classification_metrics(risk, p, 0.5),
-            "classification_at_alert_threshold": evaluation.classification_metrics(risk, p, threshold),
-            "alerts": evaluation.alert_events(
+
+        def alerts(at: float, risk=risk) -> dict[str, Any]:
+            return evaluation.alert_events(
                 ds.asset_id[rows],
                 ds.ts[rows],
                 risk,
                 events,
-                threshold,
+                at,
                 labels.horizon,
                 min_lead=labels.horizon / 2,
                 lookback=4 * labels.horizon,
-            ),
+            )
+
+        out[name] = {
+            "classification": evaluation.classification_metrics(risk, p, 0.5),
+            "classification_at_alert_threshold": evaluation.classification_metrics(risk, p, threshold),
+            "alerts": alerts(threshold),
             "rul": evaluation.rul_metrics(r, rul),
         }
+        if name == "ensemble":
+            out[name]["alerts_by_threshold"] = [
+                {k: v for k, v in alerts(float(t)).items() if k not in ("leads", "modes")}
+                for t in ALERT_THRESHOLDS
+            ]
     if profile.name == "cmapss" or profile.time_unit == "cycle":
         out["truncated"] = truncated_rul(predictor, ds, assets, labels, config)
     best_pr = max(out[m]["classification"]["pr_auc"] for m in ("forest", "lstm"))
@@ -266,6 +279,23 @@ def assess(
         ),
     }
     return out
+
+
+def operating_point(validation: dict[str, Any], test: dict[str, Any]) -> dict[str, Any]:
+    """The ensemble's alert threshold chosen on the validation assets: the highest recall of precursor
+    failures >= 24 h (half the horizon) ahead among thresholds whose precursor alert precision is at
+    least ``TARGET_PRECISION``, ties to the higher precision; with the test assets' figures there."""
+    rows = validation["ensemble"]["alerts_by_threshold"]
+    ok = [r for r in rows if r["precursor_alert_precision"] >= TARGET_PRECISION] or rows
+    best = max(ok, key=lambda r: (r["precursor_recall_at_min_lead"], r["precursor_alert_precision"]))
+    at = best["threshold"]
+    return {
+        "threshold": at,
+        "chosen_on": "validation",
+        "target_precision": TARGET_PRECISION,
+        "validation": best,
+        "test": next(r for r in test["ensemble"]["alerts_by_threshold"] if r["threshold"] == at),
+    }
 
 
 def truncated_rul(

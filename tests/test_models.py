@@ -137,3 +137,26 @@ def test_alert_lead_time_is_measured_from_the_first_raise_before_each_failure() 
     out = alert_events(aid, ts, risk, ev, 0.5, horizon=48 * h, min_lead=24 * h, lookback=48 * h)
     assert out["leads"] == [30 * h] and out["recall_at_min_lead"] == 1.0
     assert out["alerts_raised"] == 2 and out["alert_precision"] == 0.5
+
+
+def test_precursor_view_counts_alerts_during_a_real_precursor_and_skips_sudden_failures() -> None:
+    h = 3600.0
+    ts = np.arange(0, 200) * h
+    aid = np.array(["m1"] * 100 + ["m2"] * 100)
+    risk = np.zeros(200)
+    risk[10:90] = 0.9  # m1: raised at 10 h, 90 h before its failure, while its precursor (from 5 h) grows
+    risk[170:172] = 0.9  # m2: a false alarm after its failure, no precursor under way
+    ev = pd.DataFrame(
+        {
+            "asset_id": ["m1", "m1", "m2"],
+            "ts": [5 * h, 100 * h, 60 * h],  # m2's failure at 60 h local time is sudden: no onset
+            "kind": ["onset", "failure", "failure"],
+            "mode": ["bearing", "bearing", "sudden"],
+        }
+    )
+    ts[100:] = np.arange(0, 100) * h
+    out = alert_events(aid, ts, risk, ev, 0.5, horizon=48 * h, min_lead=24 * h, lookback=100 * h)
+    assert out["failures"] == 2 and out["precursor_failures"] == 1
+    assert out["recall_at_min_lead"] == 0.5 and out["precursor_recall_at_min_lead"] == 1.0
+    assert out["alert_precision"] == 0.0  # neither raise is followed by a failure within 48 h
+    assert out["precursor_alert_precision"] == 0.5  # m1's raise came during a real precursor
