@@ -45,8 +45,7 @@ class Target:
     port: int
 
     def metrics_text(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as resp:
-            return resp.read().decode()
+        return metrics_of(self.port)
 
     def streaming_metrics(self) -> str:
         """The /metrics text once readings, dead letters and scores have all moved it."""
@@ -58,14 +57,18 @@ class Target:
         return wait_for(moved, "the demo's stream to reach its metrics", timeout_s=60)
 
 
+def motorwatch_cli() -> str:
+    cli = shutil.which("motorwatch")
+    assert cli, "the motorwatch CLI is not on PATH: pip install -e ."
+    return cli
+
+
 @pytest.fixture(scope="module")
 def target(demo_registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     """`motorwatch demo` in its own process on the embedded bus, /metrics on a free loopback port."""
     tmp = tmp_path_factory.mktemp("demo")
-    cli = shutil.which("motorwatch")
-    assert cli, "the motorwatch CLI is not on PATH: pip install -e ."
     port = free_port()
-    args = [cli, "demo", "--bus", "inproc", "--no-live", "--duration", "600", "--seed", "7"]
+    args = [motorwatch_cli(), "demo", "--bus", "inproc", "--no-live", "--duration", "600", "--seed", "7"]
     args += ["--motors", str(SMALL.motors), "--speed", "86400", "--metrics-port", str(port)]
     args += ["--registry", str(demo_registry), "--schedule", str(tmp / "schedule.csv")]
     with server(args, f"http://127.0.0.1:{port}/metrics", tmp / "demo.log", timeout_s=60):
@@ -124,9 +127,7 @@ def vector(prometheus: str, expr: str) -> list[dict]:
     return body["data"]["result"]
 
 
-def test_live_metrics_pass_promtool_lint(target: Target) -> None:
-    """Both workers' metrics (the demo serves the feature worker's and the scorer's on one port)."""
-    text = target.streaming_metrics()
+def promtool_lint(text: str) -> None:
     result = subprocess.run(
         [tool("promtool"), "check", "metrics"],
         input=text,
@@ -136,6 +137,32 @@ def test_live_metrics_pass_promtool_lint(target: Target) -> None:
         check=False,
     )
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
+
+
+def metrics_of(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        return resp.read().decode()
+
+
+def test_live_metrics_pass_promtool_lint(target: Target) -> None:
+    """Both workers' series as they stream (the demo serves the feature worker's and the scorer's)."""
+    promtool_lint(target.streaming_metrics())
+
+
+@pytest.mark.parametrize(
+    ("stage", "family"), [("features", "features_readings"), ("score", "scorer_messages_in")]
+)
+def test_each_worker_process_serves_lint_free_metrics(
+    stage: str, family: str, demo_registry: Path, tmp_path: Path
+) -> None:
+    """A worker on its own (as compose and local.yml run them) serves /metrics that promtool accepts."""
+    port = free_port()
+    args = [motorwatch_cli(), stage, "--bus", "inproc", "--metrics-port", str(port), "--duration", "120"]
+    args += ["--registry", str(demo_registry)] if stage == "score" else []
+    with server(args, f"http://127.0.0.1:{port}/metrics", tmp_path / f"{stage}.log", timeout_s=60):
+        text = metrics_of(port)
+    assert f"# TYPE motorwatch_{family}_total counter" in text
+    promtool_lint(text)
 
 
 def scraped_names(target: Target, prometheus: str) -> set[str]:
@@ -182,8 +209,8 @@ def test_recording_and_alerting_rules_evaluate(prometheus: str) -> None:
 
     assert positive('motorwatch:features_readings:rate1m{outcome="processed"}')
     assert positive('motorwatch:features_emitted:rate1m{kind="vector"}')
-    (scored,) = positive("motorwatch:scorer_messages_in:rate1m")
-    assert scored["metric"]["topic"] == "sensor.features"
+    assert positive('motorwatch:scorer_messages_in:rate1m{topic="sensor.features"}')
+    assert positive('motorwatch:scorer_messages_out:rate1m{topic="maintenance.scores"}')
     assert {r["metric"]["reason"] for r in positive("motorwatch:dead_letters:rate5m")}
     assert positive("motorwatch:features_batch_seconds:p99_5m")
     assert vector(prometheus, "motorwatch:score_latency_seconds:p99_5m")
