@@ -38,6 +38,11 @@ def evaluate_version(
         max_eval_rows=int(card.params["max_eval_rows"]),
     )
     metrics = assess(predictor, ds, tuple(card.split["test"]), profile, labels, config)
+    chosen = card.metrics.get("operating_point")
+    if chosen:  # the alert threshold validated at training time, applied to these test rows
+        rows = metrics["ensemble"]["alerts_by_threshold"]
+        test = next((r for r in rows if r["threshold"] == chosen["threshold"]), None)
+        metrics["operating_point"] = chosen | {"test": test}
     return metrics | {"version": predictor.version, "data": str(data)}, predictor.version
 
 
@@ -74,6 +79,18 @@ def metrics_table(metrics: dict[str, Any], title: str):
         table.add_column(m, justify="right")
     for name, cell in rows:
         table.add_row(name, *(cell(metrics[m]) for m in MODELS))
+    op = metrics.get("operating_point") or {}
+    if op.get("test"):
+        t = op["test"]
+        blank = ("",) * (len(MODELS) - 1)
+        table.add_row(
+            f"precursor recall >= {t['min_lead'] / 3600 if hours else t['min_lead']:g} {lead_unit} ahead "
+            f"@ risk {op['threshold']:g}",
+            *blank,
+            f"{t['precursor_recall_at_min_lead']:.2f}",
+        )
+        precision = f"{t['precursor_alert_precision']:.2f}"
+        table.add_row(f"precursor precision @ risk {op['threshold']:g}", *blank, precision)
     if trunc:
         table.add_row(
             f"RUL RMSE at {trunc['cuts']} cuts", *(f"{trunc[m]['vs_true']['rmse']:.2f}" for m in MODELS)

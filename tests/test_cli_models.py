@@ -72,6 +72,10 @@ def test_evaluate_writes_the_metrics_of_the_test_assets_only(trained, tmp_path) 
     assert metrics["rows"] == int(readings["asset_id"].isin(test).sum())
     failures = int(((events["kind"] == "failure") & events["asset_id"].isin(test)).sum())
     assert failures > 0
+    chosen = card["metrics"]["operating_point"]  # alert threshold validated at training, applied to test
+    assert chosen["chosen_on"] == "validation"
+    assert metrics["operating_point"]["threshold"] == chosen["threshold"]
+    assert metrics["operating_point"]["test"] == chosen["test"]
     for model in ("forest", "lstm", "ensemble"):
         assert metrics[model]["alerts"]["failures"] == failures
         # the same version on the same log: evaluate reproduces the card's test metrics
