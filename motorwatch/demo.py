@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -158,6 +159,18 @@ def _bar(risk: float, width: int = 10) -> Text:
     return Text(f"{'█' * full}{'░' * (width - full)} {risk:.2f}", style)
 
 
+class SimulatedClock:
+    """When each event time is due on the wall clock, at ``speed`` simulated seconds per second
+    from now (the publisher's pace): the scorer measures reading-to-score latency with it."""
+
+    def __init__(self, start_ts: float, speed: float) -> None:
+        self.start_ts, self.speed = start_ts, speed
+        self.epoch = time.time()
+
+    def wall_time(self, ts: np.ndarray) -> np.ndarray:
+        return self.epoch + (ts - self.start_ts) / self.speed
+
+
 @dataclass
 class Demo:
     """The simulator, the pipeline and the view, driven round-robin by :meth:`step`."""
@@ -178,7 +191,8 @@ class Demo:
         cls, bus: Bus, profile: Profile, registry: Path, config: DemoConfig, partitions: int = 6
     ) -> Demo:
         fleet = Fleet(config.fleet(), config.seed)
-        scorer = ScorerConfig(schedule_out=config.schedule_out)
+        clock = SimulatedClock(fleet.config.start_ts, config.speed)
+        scorer = ScorerConfig(schedule_out=config.schedule_out, event_wall_time=clock.wall_time)
         pipeline = Pipeline.build(bus, profile, registry, scorer, partitions)
         view = FleetView(bus)
         listener = MaintenanceListener(fleet, bus) if config.closed_loop else None

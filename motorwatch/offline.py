@@ -123,7 +123,8 @@ def score_logs(
         raise ValueError(f"--out {out}: write .csv or .parquet")
     bus = InProcessBus()
     try:
-        pipeline = Pipeline.build(bus, profile, registry, ScorerConfig(score_interval=score_interval))
+        scorer = ScorerConfig(score_interval=score_interval, measure_latency=False)  # no live clock
+        pipeline = Pipeline.build(bus, profile, registry, scorer)
         outputs = _Outputs(bus)
         producer = bus.producer()
         extra = {} if send_rows is None else {"send_rows": send_rows}

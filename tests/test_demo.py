@@ -89,3 +89,28 @@ def test_cli_runs_for_its_duration_and_serves_metrics(demo_registry: Path, tmp_p
         s.value for s in families["motorwatch_features_readings"].samples if s.name.endswith("_total")
     )
     assert processed > 0
+
+
+def _latency_buckets() -> dict[str, float]:
+    from scoring import metrics
+
+    family = next(iter(metrics.LATENCY.collect()))
+    return {s.labels["le"]: s.value for s in family.samples if s.name.endswith("_bucket")}
+
+
+def test_latency_is_measured_from_when_the_simulated_reading_was_due(demo_registry: Path) -> None:
+    """On the demo's accelerated clock a reading 'happens' when the pace makes it due, not at its
+    event time (months away from the wall clock)."""
+    bus = InProcessBus()
+    demo = Demo.build(bus, MOTOR, demo_registry, replace(SMALL, speed=3600.0, schedule_out=None))
+    before = _latency_buckets()
+    until = time.monotonic() + 4
+    while time.monotonic() < until:
+        if not demo.step():
+            time.sleep(0.01)
+    demo.close()
+    bus.close()
+    after = _latency_buckets()
+    new = {le: after[le] - before.get(le, 0.0) for le in after}
+    assert new["+Inf"] > 0  # scores were emitted and measured
+    assert new["5.0"] == new["+Inf"]  # every one within seconds of its reading being due
