@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from datasets import CMAPSS_FD001
 from test_models_registry import TINY
 
 from features.spec import FeatureSpec
@@ -23,11 +24,10 @@ from motorwatch.offline import COLUMNS, score_logs
 from motorwatch.pipeline import NoModelError
 
 CMAPSS = load_profile("cmapss")
-FD001 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cmapss" / "train_FD001.txt"
 
 
 def _engines(units: range) -> pd.DataFrame:
-    log = pd.read_csv(FD001, sep=r"\s+", header=None)
+    log = pd.read_csv(CMAPSS_FD001, sep=r"\s+", header=None)
     return log[log[0].isin(units)]
 
 

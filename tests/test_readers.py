@@ -12,11 +12,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from datasets import CMAPSS_FD001
 
 from ingest.profiles import PROFILE_DIR, load_profile, parse_profile
 from ingest.readers import BadRow, Chunk, read_chunks, read_log, scan_times
 
-CMAPSS_FD001 = Path("/work/shared/data/cmapss/train_FD001.txt")
 MOTOR = load_profile("motor")
 CMAPSS = load_profile("cmapss")
 

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import test_bus_contract
 from click.testing import CliRunner
+from datasets import CMAPSS_FD001
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,7 +31,6 @@ from motorwatch.cli import main
 bus = test_bus_contract.bus  # fixture: the in-process bus, then a real Kafka broker
 MOTOR = load_profile("motor")
 CMAPSS = load_profile("cmapss")
-CMAPSS_FD001 = Path("/work/shared/data/cmapss/train_FD001.txt")
 
 
 class Collect:
