@@ -17,6 +17,10 @@ Pure logic, no bus and no clock: scores go in (in stream order), alert transitio
   alerts are published.
 - Maintenance travels on its own topic, so a score computed before a repair may arrive after it:
   scores not newer than the asset's latest maintenance are ignored.
+- An alert's messages go forward in event time, and a cleared id is never used again: a score older
+  than the asset's alert state (e.g. one still in flight when a stale marker stamped with the
+  partition's watermark raised ``no_data``) is ignored; a clear is stamped no earlier than the
+  alert's last message, and only scores newer than the clear can raise the asset's next alert.
 - After a restart or a rebalance the scorer hands the open alerts read back from the alerts topic to
   :meth:`AlertPolicy.restore`: they go on under their ids (updated, cleared), never raised twice.
 
@@ -114,6 +118,8 @@ class AlertPolicy:
             if settled and t <= settled.get(aid, -inf):
                 continue  # e.g. scored before the repair, delivered after it: says nothing about now
             st = assets.get(aid)
+            if st is not None and t < st.ts:
+                continue  # older than the asset's alert state (e.g. its no-data marker)
             if stale_l[i]:
                 if st is None:
                     st = assets[aid] = ActiveAlert()
@@ -157,7 +163,9 @@ class AlertPolicy:
 
     def maintenance(self, asset_id: str, ts: float, model_version: str) -> list[Transition]:
         """Maintenance was recorded for ``asset_id`` at ``ts``: clear its alert, restart its on-delay,
-        and ignore its scores of event time up to ``ts`` that are still to come (cross-topic delay)."""
+        and ignore its scores of event time up to ``ts`` that are still to come (cross-topic delay).
+        Scores after ``ts`` that came before the event already moved the alert on: the clear is
+        stamped at the newest of them."""
         self.settled[asset_id] = max(float(ts), self.settled.get(asset_id, -inf))
         st = self.assets.get(asset_id)
         if st is None:
@@ -166,7 +174,7 @@ class AlertPolicy:
         if st.alert_id is None:
             del self.assets[asset_id]
         else:
-            st.ts, st.model_version = float(ts), model_version
+            st.ts, st.model_version = max(float(ts), st.ts), model_version
             self._clear(-1, asset_id, st, out)
         return out
 
@@ -255,6 +263,8 @@ class AlertPolicy:
         if not st.suppressed:
             self._emit(i, aid, st, "cleared", out)
         del self.assets[aid]
+        # The next alert is raised by a newer score: a new id (ids hash the raising score's time).
+        self.settled[aid] = max(st.ts, self.settled.get(aid, -inf))
 
     def _emit(self, i: int, aid: str, st: ActiveAlert, state: str, out: list[Transition]) -> None:
         if st.suppressed:

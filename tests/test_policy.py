@@ -157,3 +157,56 @@ def test_profiles_carry_valid_alert_sections():
         AlertConfig.from_section({"on_risc": 0.5})
     with pytest.raises(ValueError, match="off_risk < on_risk"):
         AlertConfig(on_risk=0.4, off_risk=0.5)
+
+
+def _ids_after_clear(alerts) -> list[str]:
+    """Alert ids that show up again in any message after the message that cleared them."""
+    cleared: set[str] = set()
+    again = []
+    for a in alerts:
+        if a.alert_id in cleared:
+            again.append(a.alert_id)
+        if a.state == "cleared":
+            cleared.add(a.alert_id)
+    return again
+
+
+def test_maintenance_arriving_after_newer_scores_clears_once_in_time_order():
+    """The demo's sequence: scores computed after a repair (10.6 h, 10.67 h) reach the scorer before the
+    maintenance event (10.52 h) itself; then scores from before the repair still trickle in."""
+    h = 3600.0
+    p = AlertPolicy(CFG, "h")
+    alerts = feed(p, [("m3", t * h, 0.8, 100) for t in (10.0, 10.1, 10.2)])
+    alerts += feed(p, [("m3", 10.6 * h, 0.9, 100), ("m3", 10.67 * h, 0.9, 100)])
+    assert brief(alerts) == [("raised", "m3", "medium", "risk"), ("updated", "m3", "high", "risk")]
+    cleared = [a for _, a in p.maintenance("m3", 10.52 * h, "v1")]
+    assert brief(cleared) == [("cleared", "m3", "high", "risk")]
+    assert cleared[0].ts == 10.67 * h  # never stamped before the update it closes
+    # Pre-repair scores delivered late, and redelivered post-repair ones, say nothing new.
+    assert feed(p, [("m3", t * h, 0.9, 100) for t in (10.4, 10.5, 10.6, 10.67)]) == []
+    # Still failing after the repair: a new alert under a new id, and the cleared one stays closed.
+    later = feed(p, [("m3", t * h, 0.9, 100) for t in (10.7, 10.8, 10.9, 11.0)])
+    assert brief(later) == [("raised", "m3", "high", "risk")]
+    everything = alerts + cleared + later
+    assert later[0].alert_id != alerts[0].alert_id and not _ids_after_clear(everything)
+    for aid in {a.alert_id for a in everything}:
+        stamps = [a.ts for a in everything if a.alert_id == aid]
+        assert stamps == sorted(stamps)
+
+
+def test_scores_older_than_a_no_data_marker_neither_clear_nor_reraise_it():
+    """A stale marker carries its partition's watermark, newer than the asset's last scores still in
+    flight: those must not clear the no-data alert (a clear stamped before its raise), and a second
+    marker at the same watermark must not raise the same id again."""
+    p = AlertPolicy(CFG, "h")
+    raised = feed(p, [("m1", 500, 0.1, 500, True)])
+    assert brief(raised) == [("raised", "m1", "medium", "no_data")]
+    assert feed(p, [("m1", 420, 0.1, 500), ("m1", 440, 0.1, 500)]) == []
+    assert feed(p, [("m1", 500, 0.1, 500, True)]) == []
+    back = feed(p, [("m1", 560, 0.1, 500)])
+    assert brief(back) == [("cleared", "m1", "medium", "no_data")] and back[0].ts == 560
+    # Silent again later: a new alert, a new id; redelivered old markers change nothing.
+    assert feed(p, [("m1", 500, 0.1, 500, True)]) == []
+    again = feed(p, [("m1", 900, 0.1, 500, True)])
+    assert brief(again) == [("raised", "m1", "medium", "no_data")]
+    assert not _ids_after_clear(raised + back + again)
