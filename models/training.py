@@ -46,8 +46,8 @@ class TrainConfig:
         """The demo configuration: small models, trained in well under a minute."""
         return cls(
             seed=seed,
-            forest=forest.ForestConfig(n_estimators=30, max_depth=10, seed=seed),
-            lstm=lstm.LSTMConfig(units=24, dense=16, epochs=6, patience=2, max_sequences=20_000, seed=seed),
+            forest=forest.ForestConfig(n_estimators=30, max_depth=10, max_samples=15_000, seed=seed),
+            lstm=lstm.LSTMConfig(units=24, dense=16, epochs=6, patience=2, max_sequences=12_000, seed=seed),
             max_forest_rows=60_000,
             max_eval_rows=100_000,
         )

@@ -52,8 +52,8 @@ class DemoConfig:
     seed: int = 7
     closed_loop: bool = True
     schedule_out: Path | None = Path("schedule.csv")
-    train_motors: int = 40  # the simulated history a first model is trained on (empty registry)
-    train_days: float = 40.0
+    train_motors: int = 30  # the simulated history a first model is trained on (empty registry)
+    train_days: float = 30.0
 
     def fleet(self) -> FleetConfig:
         return FleetConfig(

@@ -40,9 +40,9 @@ REFRESH_S = 0.25
 @click.option(
     "--train-days",
     type=float,
-    default=40.0,
+    default=30.0,
     show_default=True,
-    help="With an empty registry: days of simulated history (40 motors) to train the first model on.",
+    help="With an empty registry: days of simulated history (30 motors) to train the first model on.",
 )
 @registry_option
 @bus_options
