@@ -12,7 +12,8 @@ Statistics (per window, at the emitting reading):
 - ``slope``: least squares of value against time, each reading placed at its bucket (per time unit;
   0 while the window's readings all sit in one bucket);
 - ``zscore``: ``(mean - baseline mean) / baseline std``; the baseline is the asset's first
-  ``baseline_n`` values (0 until it has them: no evidence of a deviation yet);
+  ``baseline_n`` values since its last maintenance (0 until it has them: no evidence of a deviation
+  yet); windows, ``last`` and ``ewma`` likewise hold only readings since the last maintenance;
 - ``rise_per``: ``(mean(signal) - baseline mean(signal)) / mean(per)`` (0 while undefined);
 - ``since_maintenance``: time since the last maintenance, or since the asset's first reading.
 

@@ -38,7 +38,8 @@ def compute_features(
     emission, sorted by asset (first appearance) then ts.
 
     ``readings``: ``asset_id``, ``ts`` and the profile's signal columns (NaN = missing), in delivery
-    order. ``maintenance``: ``asset_id``, ``ts`` of maintenance events (known before the readings).
+    order. ``maintenance``: ``asset_id``, ``ts`` of maintenance events (known before the readings);
+    each starts its asset's windows, last values, EWMA and baseline afresh from its time on.
     """
     codes, uniques = pd.factorize(readings["asset_id"].to_numpy(dtype=object))
     ts = readings["ts"].to_numpy(dtype=np.float64)
@@ -111,6 +112,9 @@ def _features_sorted(
     xs = x - shift
     prev_t = np.r_[np.nan, t[:-1]]
     sel = np.flatnonzero(emits(first, t, prev_t, spec.emit_every))
+    # A maintenance event starts the asset's windows, last values, EWMA and baseline afresh: they
+    # are computed per epoch (an asset between two maintenance events) as if it were another asset.
+    epoch = np.cumsum(_segment_starts(a, np.nan_to_num(maintained, nan=-np.inf))) - 1
 
     moments = ag.bucket_moments(xs)
     windows = {}
@@ -118,14 +122,14 @@ def _features_sorted(
         read = {s for f in spec.features if f.window == w.name for s in (f.signal, f.other)}
         cols = [c for c, s in enumerate(spec.used_signals) if s in read]
         windows[w.name] = ag.empty_window((len(sel), len(spec.used_signals)))
-        windows[w.name][:, cols] = _window(a, t, moments[:, cols], w.width, w.buckets)[sel]
-    base_mean, base_std = _baseline(a, xs, maintained, spec.baseline_n)
+        windows[w.name][:, cols] = _window(epoch, t, moments[:, cols], w.width, w.buckets)[sel]
+    base_mean, base_std = _baseline(epoch, xs, spec.baseline_n)
     since = np.where(np.isnan(maintained), t[first][asset_id], maintained)
     inputs = ag.Inputs(
         windows=windows,
         shift=shift[sel],
-        last=_last(asset_id, t, x, spec.windows[0].width, spec.windows[0].buckets)[sel],
-        ewma=_ewma(a, t, xs, spec.ewma_halflife)[sel],
+        last=_last(epoch, t, x, spec.windows[0].width, spec.windows[0].buckets)[sel],
+        ewma=_ewma(epoch, t, xs, spec.ewma_halflife)[sel],
         base_mean=base_mean[sel],
         base_std=base_std[sel],
         ts=t[sel],
@@ -214,13 +218,9 @@ def _running(agg: np.ndarray, group: np.ndarray, backward: bool = False) -> tupl
     return laid, dest
 
 
-def _baseline(
-    a: np.ndarray, xs: np.ndarray, maintained: np.ndarray, n_base: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per reading and signal: mean and std of the first ``n_base`` values of its asset since its
-    last maintenance (NaN until there are that many)."""
-    epoch = np.nan_to_num(maintained, nan=-np.inf)
-    group = np.cumsum(_segment_starts(a, epoch)) - 1
+def _baseline(group: np.ndarray, xs: np.ndarray, n_base: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per reading and signal: mean and std of the first ``n_base`` values of its epoch (``group``:
+    contiguous ids of an asset since its last maintenance), NaN until there are that many."""
     present = ~np.isnan(xs)
     count = _seg_cumsum(present.astype(np.float64), group)
     use = present & (count <= n_base)

@@ -113,6 +113,8 @@ class FeatureEngine:
             "wait_ts": ((self._waiting,), np.inf, np.float64),
             "wait_x": ((self._waiting, k), np.nan, np.float64),
         }
+        # What a maintenance event starts afresh (the shift, clocks and emission cadence go on).
+        self._epoch_state = ["last_x", "last_t", "ew_num", "ew_den", "ew_t", "base_n", "base_s", "base_q"]
         for i, w in enumerate(self.spec.windows):
             r = w.buckets
             self._shapes[f"w{i}_k"] = ((), NO_BUCKET, np.int64)
@@ -120,6 +122,7 @@ class FeatureEngine:
             self._shapes[f"w{i}_ring"] = ((r, k, ag.BUCKET), np.nan, np.float64)
             self._shapes[f"w{i}_cur"] = ((k, ag.BUCKET), np.nan, np.float64)
             self._shapes[f"w{i}_closed"] = ((k, ag.WINDOW), np.nan, np.float64)
+            self._epoch_state += [f"w{i}_{part}" for part in ("k", "ring_k", "ring", "cur", "closed")]
 
     def _blank(self, name: str, rows: int) -> np.ndarray:
         shape, fill, dtype = self._shapes[name]
@@ -274,7 +277,8 @@ class FeatureEngine:
         return touched
 
     def add_maintenance(self, asset_ids: Sequence[str], ts: Iterable[float]) -> None:
-        """Maintenance events: readings at or after ``ts`` start a new healthy baseline."""
+        """Maintenance events: readings at or after ``ts`` start new windows, last values, EWMA and
+        healthy baseline (nothing from before the repair describes the repaired asset)."""
         slots = self._slots(asset_ids)
         for s, t in zip(slots.tolist(), ts, strict=True):
             events = self._maintenance.setdefault(s, [])
@@ -448,6 +452,8 @@ class FeatureEngine:
         return win
 
     def _apply_maintenance(self, slots: np.ndarray, ts: np.ndarray) -> None:
+        """The assets ``slots`` were maintained before their reading at ``ts``: their windows, last
+        values, EWMA and healthy baseline start afresh (the repaired asset is another machine)."""
         st = self._arrays
         for s, t in zip(slots.tolist(), ts.tolist(), strict=True):
             events = self._maintenance[s]
@@ -456,7 +462,8 @@ class FeatureEngine:
             st["next_maintenance"][s] = events[0] if events else np.inf
             if not events:
                 del self._maintenance[s]
-            st["base_n"][s] = st["base_s"][s] = st["base_q"][s] = 0.0
+        for name in self._epoch_state:
+            st[name][slots] = self._blank(name, len(slots))
 
     # -- recovery -------------------------------------------------------------------------------
 

@@ -192,9 +192,9 @@ def reference(log: pd.DataFrame, spec: FeatureSpec, maintenance: dict[str, list[
         t = g["ts"].to_numpy()
         for i in range(len(g)):
             now = t[i]
-            past = g.iloc[: i + 1]
             events = [m for m in maintenance.get(aid, []) if m <= now]
-            since_epoch = past[past["ts"] >= events[-1]] if events else past
+            past = g.iloc[: i + 1]  # since the last maintenance: the repaired asset starts afresh
+            past = past[past["ts"] >= events[-1]] if events else past
             out = {"asset_id": aid, "ts": now}
             for f in spec.features:
                 w = windows.get(f.window)
@@ -204,8 +204,8 @@ def reference(log: pd.DataFrame, spec: FeatureSpec, maintenance: dict[str, list[
                     inside = (k >= np.floor(now / w.width) - w.buckets + 1) & past[sig].notna().to_numpy()
                     return past[sig].to_numpy()[inside], k[inside]
 
-                def baseline(sig: str, since_epoch=since_epoch) -> tuple[float, float]:
-                    v = since_epoch[sig].dropna().to_numpy()[: spec.baseline_n]
+                def baseline(sig: str, past=past) -> tuple[float, float]:
+                    v = past[sig].dropna().to_numpy()[: spec.baseline_n]
                     return (v.mean(), v.std()) if len(v) == spec.baseline_n else (math.nan, math.nan)
 
                 if f.kind == "last":
@@ -221,10 +221,13 @@ def reference(log: pd.DataFrame, spec: FeatureSpec, maintenance: dict[str, list[
                 elif f.kind == "rise_per":
                     mu0, _ = baseline(f.signal)
                     per = in_window(f.other)[0].mean()
-                    out[f.name] = 0.0 if math.isnan(mu0) else (in_window(f.signal)[0].mean() - mu0) / per
+                    v = in_window(f.signal)[0]
+                    out[f.name] = 0.0 if math.isnan(mu0) or not len(v) else (v.mean() - mu0) / per
                 else:
                     v, k = in_window(f.signal)
-                    if f.kind == "mean":
+                    if not len(v):  # e.g. just after maintenance, before the signal's first value
+                        out[f.name] = math.nan
+                    elif f.kind == "mean":
                         out[f.name] = v.mean()
                     elif f.kind == "std":
                         out[f.name] = v.std()
@@ -428,3 +431,49 @@ def test_state_per_motor_stays_bounded_by_the_buckets_not_the_readings() -> None
     for s in range(0, len(t), 3600):
         engine.update(readings(["a"] * 3600, t[s : s + 3600].tolist(), [50.0] * 3600))
     assert engine.state_bytes() <= 200_000
+
+
+def test_maintenance_starts_windows_last_value_and_ewma_afresh_in_both_engines() -> None:
+    """A repaired motor is another machine: nothing from before the repair stays in its features,
+    or the risk of a fixed motor stays high for a day and its alert re-opens after the repair."""
+    spec = FeatureSpec.from_profile(MOTOR)
+    t = np.arange(0.0, 7200.0, 60.0)
+    hot = np.where(t < 3600.0, 120.0, 60.0)  # overheating until repaired at 3600 s
+    log = pd.DataFrame({"asset_id": "a", "ts": t} | {s: 10.0 for s in SIGNALS} | {"temperature_c": hot})
+    log.loc[log.ts == 3600.0, "temperature_c"] = np.nan  # the first reading after the repair misses it
+    events = pd.DataFrame({"asset_id": ["a"], "ts": [3600.0]})
+    batch = compute_features(log, spec, maintenance=events)
+    streamed, _, _ = stream(log, spec, 7, maintenance=events)
+    assert_same(streamed, batch)
+    at = batch.set_index("ts")
+    assert np.isnan(at.loc[3600.0, "temperature_c__mean_24h"])  # no temperature since the repair yet
+    assert np.isnan(at.loc[3600.0, "temperature_c__last"]) and np.isnan(at.loc[3600.0, "temperature_c__ewma"])
+    for name in ("temperature_c__mean_24h", "temperature_c__max_24h", "temperature_c__ewma"):
+        assert at.loc[3660.0, name] == pytest.approx(60.0) and at.loc[7140.0, name] == pytest.approx(60.0)
+    assert at.loc[3540.0, "temperature_c__mean_24h"] == pytest.approx(120.0)
+
+
+def test_streaming_equals_batch_with_many_maintenance_events_and_a_restart_between() -> None:
+    """Several events per asset: before its first reading, two between the same two readings, one
+    still pending when the engine's state is snapshotted and restored."""
+    spec = FeatureSpec.from_profile(MOTOR)
+    log = make_log(n_assets=3, n=700, seed=13)
+    ts = {a: g["ts"].sort_values().to_numpy() for a, g in log.groupby("asset_id")}
+    events = pd.DataFrame(
+        [("m00000", ts["m00000"][0] - 5.0), ("m00000", ts["m00000"][300]), ("m00000", ts["m00000"][600])]
+        + [("m00001", ts["m00001"][200] + 0.1), ("m00001", ts["m00001"][200] + 0.2)]
+        + [("m00002", ts["m00002"][q]) for q in (100, 350, 360, 650)],
+        columns=["asset_id", "ts"],
+    )
+    expected = compute_features(log, spec, maintenance=events)
+    got, _, _ = stream(log, spec, 50, maintenance=events)
+    assert_same(got, expected)
+    first = FeatureEngine(spec)
+    first.add_maintenance(events["asset_id"].tolist(), events["ts"].tolist())
+    chunks = list(batches(log, spec, 50))
+    parts = [first.update(b)[0] for b in chunks[:20]]
+    second = FeatureEngine(spec)
+    for blob in [first.snapshot([a]) for a in first.asset_ids]:
+        second.restore(blob)
+    parts += [second.update(b)[0] for b in chunks[20:]] + [second.flush()]
+    assert_same(frame_of(Emitted.concat(parts, len(spec.names)), spec), expected)
