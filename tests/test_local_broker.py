@@ -15,7 +15,10 @@ from motorwatch.cli import main
 
 
 def kafka(*args: str) -> tuple[int, str]:
+    """Exit code and stdout (the bootstrap address) of ``motorwatch kafka ARGS``; why it failed on stderr."""
     result = CliRunner().invoke(main, ["kafka", *args])
+    if result.exit_code not in (0, 1) or (result.exit_code == 1 and args[0] != "status"):
+        print(result.stderr, repr(result.exception))  # pytest shows it with the failure
     return result.exit_code, result.stdout.strip()
 
 
