@@ -390,14 +390,16 @@ def test_a_gap_leaves_no_readings_from_before_it_in_the_windows() -> None:
 
 
 def test_silent_assets_go_stale_once_against_the_watermark() -> None:
-    engine = FeatureEngine(FeatureSpec.from_profile(MOTOR))  # stale_after 300 s
+    spec = FeatureSpec.from_profile(MOTOR)
+    engine = FeatureEngine(spec)
+    s = spec.stale_after
     engine.update(readings(["a", "b"], [0.0, 0.0], [50.0, 50.0]))
-    assert engine.advance_watermark(200.0) == []
-    assert engine.advance_watermark(400.0, ["a"]) == [("a", 400.0)]
-    assert engine.advance_watermark(500.0) == [("b", 500.0)]
-    assert engine.advance_watermark(900.0) == []  # once per silence
-    engine.update(readings(["a"], [950.0], [50.0]))
-    assert engine.advance_watermark(1300.0) == [("a", 1300.0)]
+    assert engine.advance_watermark(s - 100) == []
+    assert engine.advance_watermark(s + 100, ["a"]) == [("a", s + 100)]
+    assert engine.advance_watermark(s + 200) == [("b", s + 200)]
+    assert engine.advance_watermark(2 * s) == []  # once per silence
+    engine.update(readings(["a"], [2 * s + 50], [50.0]))
+    assert engine.advance_watermark(3 * s + 100) == [("a", 3 * s + 100)]
 
 
 def test_snapshot_restore_continues_exactly_like_an_uninterrupted_engine() -> None:

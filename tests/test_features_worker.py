@@ -146,7 +146,7 @@ def test_worker_dead_letters_bad_and_late_readings_and_emits_the_batch_features(
 def test_a_silent_asset_gets_one_stale_marker_from_its_partitions_watermark() -> None:
     bus = InProcessBus(partitions=1)
     config = topic_config("stale")
-    t = np.arange(0.0, 1000.0, 5.0)
+    t = np.arange(0.0, SPEC.stale_after + 400.0, 5.0)  # 'a' goes on well past b's stale time
     log = pd.DataFrame(
         {
             "asset_id": "a",
