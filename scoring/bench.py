@@ -145,7 +145,9 @@ class _Stamp:
         return np.array(out)
 
 
-def _paced_latency(registry, profile, load: _Workload, rate: float, seconds: float) -> np.ndarray:
+def _latencies(registry, profile, feed) -> np.ndarray:
+    """Feature-to-score latencies of a scorer running in its own thread while ``feed(producer)``
+    publishes timestamped feature vectors to it."""
     bus = InProcessBus(partitions=6)
     bus.create_topics(topics.ALL, 6)
     scorer = _scorer(bus, registry, profile)
@@ -153,39 +155,35 @@ def _paced_latency(registry, profile, load: _Workload, rate: float, seconds: flo
     stop = threading.Event()
     worker = threading.Thread(target=scorer.run, args=(stop,))
     worker.start()
-    producer = bus.producer()
-    tick = 0.01
-    per_tick = int(rate * tick)
-    began = time.perf_counter()
-    k = 0
-    while time.perf_counter() - began < seconds:
-        producer.send_batch(topics.FEATURES, load.messages(per_tick, clock=time.time))
-        k += 1
-        time.sleep(max(0.0, k * tick - (time.perf_counter() - began)))
+    feed(bus.producer())
     time.sleep(0.2)
     stop.set()
     worker.join()
     bus.close()
     return stamp.latencies()
+
+
+def _paced_latency(registry, profile, load: _Workload, rate: float, seconds: float) -> np.ndarray:
+    tick = 0.01
+    per_tick = int(rate * tick)
+
+    def feed(producer) -> None:
+        began, k = time.perf_counter(), 0
+        while time.perf_counter() - began < seconds:
+            producer.send_batch(topics.FEATURES, load.messages(per_tick, clock=time.time))
+            k += 1
+            time.sleep(max(0.0, k * tick - (time.perf_counter() - began)))
+
+    return _latencies(registry, profile, feed)
 
 
 def _idle_latency(registry, profile, load: _Workload, samples: int = 20) -> np.ndarray:
-    bus = InProcessBus(partitions=6)
-    bus.create_topics(topics.ALL, 6)
-    scorer = _scorer(bus, registry, profile)
-    stamp = scorer.producer = _Stamp(scorer.producer)
-    stop = threading.Event()
-    worker = threading.Thread(target=scorer.run, args=(stop,))
-    worker.start()
-    producer = bus.producer()
-    for _ in range(samples):
-        time.sleep(0.2)  # idle: the scorer sits in its poll
-        producer.send_batch(topics.FEATURES, load.messages(1, clock=time.time))
-    time.sleep(0.2)
-    stop.set()
-    worker.join()
-    bus.close()
-    return stamp.latencies()
+    def feed(producer) -> None:
+        for _ in range(samples):
+            time.sleep(0.2)  # idle: the scorer sits in its poll
+            producer.send_batch(topics.FEATURES, load.messages(1, clock=time.time))
+
+    return _latencies(registry, profile, feed)
 
 
 def run(count: int, bus, console) -> list[dict]:
