@@ -25,10 +25,10 @@ from features.spec import FeatureSpec
 from ingest import topics
 from ingest.bus import Bus
 from ingest.profiles import Profile
-from ingest.schemas import Alert, DeadLetter, Score, decode_many
+from ingest.schemas import Alert, Score, decode_many
 from models.registry import Registry
 from models.training import TrainConfig, train
-from motorwatch.pipeline import Pipeline
+from motorwatch.pipeline import DEAD_LETTER_TOPICS, OUTPUT_TOPICS, Pipeline, values_by_topic
 from scoring.config import PRIORITIES
 from scoring.sinks import AlertBoard
 from scoring.worker import ScorerConfig
@@ -99,26 +99,24 @@ class FleetView:
     version: str = "-"
 
     def __post_init__(self) -> None:
-        self.consumer = self.bus.consumer(
-            [topics.SCORES, topics.ALERTS, topics.READINGS_DLQ, topics.FEATURES_DLQ], "motorwatch-demo-view"
-        )
+        self.consumer = self.bus.consumer(OUTPUT_TOPICS, "motorwatch-demo-view")
 
     def poll(self) -> int:
         records = self.consumer.poll_batch(65_536, 0.0)
         if not records:
             return 0
-        scores, _ = decode_many([r.value for r in records if r.topic == topics.SCORES], Score)
+        by_topic = values_by_topic(records)
+        scores, _ = decode_many(by_topic.get(topics.SCORES, []), Score)
         for _, s in scores:
             self.risk[s.asset_id] = (s.risk, s.rul)
         if scores:
             self.version = scores[-1][1].model_version
         self.scores += len(scores)
-        alerts, _ = decode_many([r.value for r in records if r.topic == topics.ALERTS], Alert)
+        alerts, _ = decode_many(by_topic.get(topics.ALERTS, []), Alert)
         for _before, a in self.board.apply(a for _, a in alerts):
             self.raised += a.state == "raised"
             self.feed.appendleft(_feed_line(a))
-        letters, _ = decode_many([r.value for r in records if r.topic.endswith(".dlq")], DeadLetter)
-        self.dead_letters += len(letters)
+        self.dead_letters += sum(len(by_topic.get(t, [])) for t in DEAD_LETTER_TOPICS)  # counted, not read
         self.consumer.commit()
         return len(records)
 

@@ -25,14 +25,13 @@ from ingest.bus import Bus
 from ingest.inproc import InProcessBus
 from ingest.profiles import Profile
 from ingest.readers import BadRow
-from ingest.replay import ReplayResult, replay
+from ingest.replay import DEFAULT_SEND_ROWS, ReplayResult, replay
 from ingest.schemas import Alert, DeadLetter, Score, decode_many
-from motorwatch.pipeline import Pipeline
+from motorwatch.pipeline import DEAD_LETTER_TOPICS, OUTPUT_TOPICS, Pipeline, values_by_topic
 from scoring.worker import ScorerConfig
 
 COLUMNS = ("asset_id", "ts", "risk", "rul", "alert_state", "priority", "model_version")
 _GROUP = "motorwatch-offline"
-_DLQS = (topics.READINGS_DLQ, topics.FEATURES_DLQ)
 
 
 @dataclass
@@ -58,15 +57,13 @@ class _Outputs:
     dead_letters: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
-        self.consumer = self.bus.consumer([topics.SCORES, topics.ALERTS, *_DLQS], _GROUP)
+        self.consumer = self.bus.consumer(OUTPUT_TOPICS, _GROUP)
 
     def __call__(self) -> int:
         records = self.consumer.poll_batch(65_536, 0.0)
         if not records:
             return 0
-        by_topic: dict[str, list[bytes]] = {}
-        for r in records:
-            by_topic.setdefault(r.topic, []).append(r.value)
+        by_topic = values_by_topic(records)
         scores, _ = decode_many(by_topic.get(topics.SCORES, []), Score)
         cols = self.scores
         cols["asset_id"] += [s.asset_id for _, s in scores]
@@ -76,7 +73,7 @@ class _Outputs:
         cols["v"] += [s.model_version for _, s in scores]
         alerts, _ = decode_many(by_topic.get(topics.ALERTS, []), Alert)
         self.alerts += [(a.asset_id, a.ts, a.state, a.priority) for _, a in alerts if a.kind != "flood"]
-        for topic in _DLQS:
+        for topic in DEAD_LETTER_TOPICS:
             letters, _ = decode_many(by_topic.get(topic, []), DeadLetter)
             self.dead_letters.update(str(d.reason) for _, d in letters)
         self.consumer.commit()
@@ -113,7 +110,7 @@ def score_logs(
     *,
     fmt: str | None = None,
     score_interval: float = 0.0,
-    send_rows: int | None = None,
+    send_rows: int = DEFAULT_SEND_ROWS,
     on_bad_row: Callable[[BadRow], None] | None = None,
     progress: bool | None = None,
 ) -> OfflineResult:
@@ -127,7 +124,6 @@ def score_logs(
         pipeline = Pipeline.build(bus, profile, registry, scorer)
         outputs = _Outputs(bus)
         producer = bus.producer()
-        extra = {} if send_rows is None else {"send_rows": send_rows}
         result = replay(
             paths,
             profile,
@@ -136,7 +132,7 @@ def score_logs(
             on_bad_row=on_bad_row,
             after_send=lambda: pipeline.pump(outputs),
             progress=progress,
-            **extra,
+            send_rows=send_rows,
         )
         pipeline.finish(outputs)
         pipeline.close()

@@ -10,17 +10,29 @@ rather than deadlock on one thread): sources send at most a few thousand reading
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from features.worker import FeatureWorker, WorkerConfig
 from ingest import topics
-from ingest.bus import Bus
+from ingest.bus import Bus, Record
 from ingest.profiles import Profile
 from models.registry import Registry
 from scoring.worker import Scorer, ScorerConfig
+
+# What a reader of the pipeline's outputs (the demo's console, offline scoring) subscribes to.
+OUTPUT_TOPICS = (topics.SCORES, topics.ALERTS, topics.READINGS_DLQ, topics.FEATURES_DLQ)
+DEAD_LETTER_TOPICS = (topics.READINGS_DLQ, topics.FEATURES_DLQ)
+
+
+def values_by_topic(records: Sequence[Record]) -> dict[str, list[bytes]]:
+    """The values of ``records`` per topic, in order: one pass, then one batch decode per topic."""
+    out: dict[str, list[bytes]] = {}
+    for r in records:
+        out.setdefault(r.topic, []).append(r.value)
+    return out
 
 
 class NoModelError(RuntimeError):
