@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import signal
 import threading
 
 import click
 
-from motorwatch.config import BusConfig, bus_options
+from motorwatch.config import BusConfig, bus_options, stop_event
 
 
 @click.command()
@@ -30,22 +29,17 @@ def cli(bus: BusConfig, follow: bool, alertmanager: str | None) -> None:
     console = Console()
     the_bus = bus.build()
     sink = AlertmanagerSink(alertmanager) if alertmanager else None
-    stop = threading.Event()
     topic = bus.topic(topics.ALERTS)
-    handlers = {}
     try:
-        board = follow_alerts(the_bus, stop, follow=False, sink=sink, topic=topic)  # what is open now
+        # What is open now: read up to the end of the topic, then stop by itself.
+        board = follow_alerts(the_bus, threading.Event(), follow=False, sink=sink, topic=topic)
         if not follow:
             console.print(render(board))
             return
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            handlers[sig] = signal.signal(sig, lambda *_: stop.set())
-        with Live(render(board), console=console) as live:
+        with stop_event() as stop, Live(render(board), console=console) as live:
             # The topic is re-read from its start: what the board holds already is redelivery.
             follow_alerts(
                 the_bus, stop, sink=sink, board=board, topic=topic, on_change=lambda b: live.update(render(b))
             )
     finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
         the_bus.close()
