@@ -208,7 +208,7 @@ def _launch(state_dir: Path, version: str, libs: Path, timeout_s: float, log: Lo
         )
         jvm = [java, f"-Dlog4j2.configurationFile={deploy / 'log4j2.properties'}", f"-Dkafka.logs.dir={work}"]
         jvm += ["-cp", str(libs / "*")]
-        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+        cluster_id = new_cluster_id()
         storage_tool = [*jvm, *FORMAT_JVM, "kafka.tools.StorageTool", "format", "--standalone"]
         fmt = subprocess.run(
             [*storage_tool, "-t", cluster_id, "-c", str(props)], capture_output=True, text=True, check=False
@@ -260,6 +260,18 @@ def _wait_ready(proc: subprocess.Popen, info: BrokerInfo, timeout_s: float) -> N
             continue
         break
     _describe_cluster(info.bootstrap, max(5.0, deadline - time.monotonic()))
+
+
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: 16 bytes, URL-safe base64 without padding, never starting with '-'.
+
+    One id in 64 would start with '-', which the storage tool's argument parser takes for an option
+    (Kafka's own ``Uuid.randomUuid`` draws again for the same reason).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _describe_cluster(bootstrap: str, timeout_s: float) -> None:

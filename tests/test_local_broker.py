@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 from pathlib import Path
@@ -69,3 +70,12 @@ def test_deploy_dir_is_found_in_the_checkout_or_from_the_environment(tmp_path: P
     monkeypatch.setenv("MOTORWATCH_KAFKA_DEPLOY", os.fspath(tmp_path))
     with pytest.raises(local_broker.BrokerError, match="MOTORWATCH_KAFKA_DEPLOY"):
         local_broker.deploy_dir()
+
+
+def test_cluster_ids_never_start_with_a_dash(monkeypatch) -> None:
+    """kafka-storage reads an id starting with '-' as an option: the broker failed to start 1 time in 64."""
+    draws = iter([b"\xf8" + bytes(15), b"\x04" + bytes(15)])  # encode to '-A...', then 'BA...'
+    monkeypatch.setattr(local_broker.os, "urandom", lambda n: next(draws))
+    cluster_id = local_broker.new_cluster_id()
+    assert cluster_id == "BA" + "A" * 20
+    assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16
