@@ -38,12 +38,17 @@ class AssetBaselines:
         s = slots[order]
         first = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
         rank = np.arange(len(s)) - np.repeat(first, np.diff(np.r_[first, len(s)]))
-        take = order[self.taken[s] + rank < self.n]
+        take = order[self.taken[s] + rank < self.n]  # still grouped by slot
+        if len(take) == 0:
+            return
         rows, ts = x[take], slots[take]
         defined = ~np.isnan(rows)
-        np.add.at(self.sum, ts, np.where(defined, rows, 0.0))
-        np.add.at(self.defined, ts, defined)
-        np.add.at(self.taken, ts, 1)
+        # Sums per slot by reduceat over the groups: np.add.at on rows is ~100x slower.
+        starts = np.flatnonzero(np.r_[True, ts[1:] != ts[:-1]])
+        u = ts[starts]
+        self.sum[u] += np.add.reduceat(np.where(defined, rows, 0.0), starts, axis=0)
+        self.defined[u] += np.add.reduceat(defined.astype(np.int64), starts, axis=0)
+        self.taken[u] += np.diff(np.r_[starts, len(ts)])
 
     def mean(self, slots: np.ndarray) -> np.ndarray:
         """Baseline rows of ``slots``: NaN for a feature with no value yet."""

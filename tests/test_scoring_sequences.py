@@ -1,11 +1,14 @@
-"""Per-asset LSTM sequence state against a brute-force reference (lists per asset)."""
+"""Per-asset scorer state (LSTM sequences, healthy baselines) against brute-force references."""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pytest
 
 from scoring import sequences
+from scoring.baselines import AssetBaselines
 from scoring.sequences import SequenceStore
 
 
@@ -76,3 +79,32 @@ def test_forgotten_assets_start_over_as_if_never_seen():
     assert keep.tolist() == [True] and seq[0, :, 0].tolist() == [7.0, 7.0, 7.0]
     assert store.admit(["a"], np.array([5.0]), np.array([True]))[1].tolist() == [True]
     assert store.latest(["b"])[0].tolist() == [2.0]  # other assets untouched
+
+
+def test_baselines_are_the_mean_of_each_assets_first_n_vectors_across_batches_and_resets() -> None:
+    """Drivers compare with these: repeats within a batch, NaNs, growth and maintenance resets."""
+    rng = np.random.default_rng(3)
+    n, n_features = 4, 3
+    baselines = AssetBaselines(n_features, n, capacity=2)  # grows
+    taken: dict[int, list[np.ndarray]] = {}
+    for step in range(60):
+        size = int(rng.integers(0, 12))
+        slots = rng.integers(0, 7, size)
+        x = rng.normal(size=(size, n_features))
+        x[rng.random(x.shape) < 0.2] = np.nan
+        baselines.add(slots, x)
+        for s, row in zip(slots.tolist(), x, strict=True):
+            if len(taken.setdefault(s, [])) < n:
+                taken[s].append(row)
+        if step % 10 == 9:
+            gone = int(rng.integers(0, 7))
+            baselines.reset(np.array([gone]))
+            taken[gone] = []
+        asked = np.arange(9)  # slots 7 and 8 were never seen
+        expected = np.full((9, n_features), np.nan)
+        for s, rows in taken.items():
+            if rows:
+                with np.errstate(all="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN column: NaN expected
+                    expected[s] = np.nanmean(np.array(rows), axis=0)
+        np.testing.assert_allclose(baselines.mean(asked), expected, rtol=1e-12)
