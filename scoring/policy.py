@@ -35,6 +35,7 @@ Pure logic, no bus and no clock: scores go in (in stream order), alert transitio
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from math import inf
@@ -83,7 +84,7 @@ class AlertPolicy:
         # Per asset, the event time up to which its state is settled (its latest maintenance, or the
         # alert state restored after a restart): older scores arriving later are ignored.
         self.settled: dict[str, float] = {}
-        self._raises: list[float] = []  # event times of recent raises (flood window)
+        self._raises: list[float] = []  # min-heap of the event times of recent raises (flood window)
         self.watermark = float("-inf")
         self.flood: Alert | None = None
         self.suppressed_total = 0
@@ -244,11 +245,9 @@ class AlertPolicy:
     ) -> None:
         st.alert_id = alert_id(aid, st.ts, st.model_version, kind)
         st.kind, st.priority, st.above, st.lower = kind, priority, 0, 0
-        self._raises.append(st.ts)
+        heapq.heappush(self._raises, st.ts)
         self.watermark = max(self.watermark, st.ts)
-        cutoff = self.watermark - self.config.flood_window
-        self._raises = [x for x in self._raises if x > cutoff]
-        if len(self._raises) > self.config.flood_limit:
+        if self._recent_raises() > self.config.flood_limit:
             st.suppressed = True
             self.suppressed_total += 1
             if self.flood is None:
@@ -302,12 +301,17 @@ class AlertPolicy:
             model_version=st.model_version,
         )
 
+    def _recent_raises(self) -> int:
+        """Raises within the flood window before the watermark (older ones are dropped)."""
+        cutoff = self.watermark - self.config.flood_window
+        while self._raises and self._raises[0] <= cutoff:
+            heapq.heappop(self._raises)
+        return len(self._raises)
+
     def _check_flood_end(self, out: list[Transition]) -> None:
         if self.flood is None:
             return
-        cutoff = self.watermark - self.config.flood_window
-        self._raises = [x for x in self._raises if x > cutoff]
-        if len(self._raises) > self.config.flood_limit:
+        if self._recent_raises() > self.config.flood_limit:
             return
         flood = self.flood
         self.flood = None
