@@ -103,7 +103,9 @@ class Alert(_Message, kw_only=True):
 
 
 class MaintenanceJob(_Message, kw_only=True):
-    """A planned maintenance job. ``fits`` is False when no crew slot precedes the deadline."""
+    """A planned maintenance job. ``fits`` is False when no crew slot precedes the deadline.
+
+    ``status`` "cancelled": the job left the plan (its alert cleared), so its order must not run."""
 
     job_id: str
     asset_id: str
@@ -113,6 +115,7 @@ class MaintenanceJob(_Message, kw_only=True):
     risk: float
     fits: bool
     model_version: str
+    status: Literal["planned", "cancelled"] = "planned"
 
 
 class MaintenanceEvent(_Message, kw_only=True):

@@ -5,7 +5,9 @@ Jobs are placed highest risk first, then earliest deadline (``ts + RUL``, the pr
 each into the earliest shift with room, starting with the shift that contains ``now``. A job whose
 shift does not start before its deadline is kept in the plan with ``fits=False``: flagged, never
 dropped. The plan is a pure function of the open alerts and ``now``, so it is redone whenever alerts
-change; :meth:`Scheduler.replan` returns only the jobs that are new or moved since the last plan.
+change; :meth:`Scheduler.replan` returns only the jobs that are new or moved since the last plan, and
+a ``cancelled`` copy of each job that left it (its alert cleared), so whoever acts on the schedule
+(crews, the closed-loop simulator) drops it too.
 
 >>> s = Scheduler(crew_capacity=1, shift_length=10.0, rul_to_time=1.0)
 >>> jobs = s.replan([PlanItem("a", "id-a", 3.0, 0.9, 4.0, "high", "v1"),
@@ -84,11 +86,30 @@ class Scheduler:
         return jobs
 
     def replan(self, items: Iterable[PlanItem], now: float) -> list[MaintenanceJob]:
-        """Re-plan; return the jobs that are new or differ from the previous plan."""
+        """Re-plan; return the jobs that are new or differ from the previous plan, then the jobs of
+        the previous plan that are gone, as ``cancelled``."""
         jobs = self.plan(items, now)
         changed = [j for j in jobs if self.jobs.get(j.asset_id) != j]
-        self.jobs = {j.asset_id: j for j in jobs}
-        return changed
+        planned = {j.asset_id: j for j in jobs}
+        gone = [
+            msgspec.structs.replace(j, status="cancelled")
+            for a, j in self.jobs.items()
+            if a not in planned or planned[a].job_id != j.job_id
+        ]
+        self.jobs = planned
+        return changed + gone
+
+    def adopt(self, items: Iterable[PlanItem], now: float, asset_ids: set[str]) -> None:
+        """Take the jobs of ``asset_ids`` into the plan without publishing them (taken over from the
+        scorer that published them)."""
+        for j in self.plan(items, now):
+            if j.asset_id in asset_ids:
+                self.jobs[j.asset_id] = j
+
+    def forget(self, asset_ids: Iterable[str]) -> None:
+        """Drop the jobs of assets handed over to another scorer (its plan has them: not cancelled)."""
+        for a in asset_ids:
+            self.jobs.pop(a, None)
 
 
 def write_schedule(path: Path, jobs: Iterable[MaintenanceJob]) -> None:

@@ -374,11 +374,7 @@ class Scorer:
     def _replan(self, out: dict[str, list]) -> None:
         """Plan the open alerts again; publish (and write) the jobs that are new or moved."""
         self._replan_due = False
-        items = [
-            PlanItem(a, st.alert_id, st.ts, st.risk, st.rul, PRIORITIES[st.priority], st.model_version)
-            for a, st in self.policy.active().items()
-        ]
-        changed = self.scheduler.replan(items, now=self.policy.watermark)
+        changed = self.scheduler.replan(self._plan_items(), now=self.policy.watermark)
         if not changed:
             return
         out[topics.SCHEDULE] = [(j.asset_id.encode(), encode(j)) for j in changed]
@@ -387,6 +383,12 @@ class Scorer:
         metrics.JOBS_UNFIT.set(sum(not j.fits for j in plan))
         if self.config.schedule_out is not None:
             write_schedule(self.config.schedule_out, plan)
+
+    def _plan_items(self) -> list[PlanItem]:
+        return [
+            PlanItem(a, st.alert_id, st.ts, st.risk, st.rul, PRIORITIES[st.priority], st.model_version)
+            for a, st in self.policy.active().items()
+        ]
 
     def _on_assign(self, assigned: set[tuple[str, int]]) -> None:
         # Called inside the consumer's poll: only note it (taking over reads another topic).
@@ -412,6 +414,7 @@ class Scorer:
             slots = slots[slots < len(self.last_risk)]
             self.last_risk[slots], self.last_rul[slots], self.last_emit[slots] = 0.0, 0.0, -np.inf
             self.policy.forget(gone)
+            self.scheduler.forget(gone)
             log.info("partitions %s moved away: forgot %d assets", sorted(lost), len(gone))
         if gained:
             from scoring.sinks import follow_alerts
@@ -421,6 +424,9 @@ class Scorer:
             )
             mine = [a for a in board.open.values() if partition_for(a.asset_id.encode(), n) in gained]
             restored = self.policy.restore(mine)
+            # Their jobs were published by the previous owner: this plan takes them over as they are,
+            # so a clear withdraws them.
+            self.scheduler.adopt(self._plan_items(), self.policy.watermark, {a.asset_id for a in mine})
             log.info("partitions %s assigned: took over %d open alerts", sorted(gained), restored)
         self._replan_due = True
 

@@ -199,6 +199,12 @@ class Fleet:
         self._orders[motor] = tick
         return self.ts_of(tick)
 
+    def cancel_maintenance(self, asset_id: str) -> None:
+        """Withdraw the pending maintenance order of ``asset_id``, if any."""
+        motor = self._index.get(asset_id)
+        if motor is not None:
+            self._orders.pop(motor, None)
+
     def to_batch(self, d: Delivered) -> ReadingBatch:
         return ReadingBatch(SIGNALS, self._ids[d.motor].tolist(), d.ts, d.values, np.arange(len(d)))
 

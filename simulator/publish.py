@@ -187,8 +187,9 @@ class MaintenanceListener:
     """Consumes ``maintenance.schedule`` and orders each planned job on the fleet at its planned time.
 
     A job re-published before it ran (re-planned) moves the order; one re-published after it ran is
-    ignored. Undecodable messages go to ``maintenance.schedule.dlq``; jobs for assets that are not in
-    this fleet are counted in ``foreign`` and skipped.
+    ignored; a cancelled job withdraws its order if that has not run yet. Undecodable messages go to
+    ``maintenance.schedule.dlq``; jobs for assets that are not in this fleet are counted in
+    ``foreign`` and skipped.
     """
 
     def __init__(
@@ -198,6 +199,7 @@ class MaintenanceListener:
         self.consumer = bus.consumer([topic], group_id)
         self.producer = bus.producer()
         self.applied: dict[str, float] = {}  # job id -> event time the order takes effect
+        self.pending: dict[str, str] = {}  # asset id -> job id of its latest order
         self.foreign = 0
         self.rejected = 0
 
@@ -210,8 +212,14 @@ class MaintenanceListener:
             done_at = self.applied.get(job.job_id)
             if done_at is not None and done_at < self.fleet.now:
                 continue
+            if job.status == "cancelled":
+                if self.pending.get(job.asset_id) == job.job_id:
+                    self.fleet.cancel_maintenance(job.asset_id)
+                    del self.pending[job.asset_id]
+                continue
             try:
                 self.applied[job.job_id] = self.fleet.apply_maintenance(job.asset_id, job.planned_ts)
+                self.pending[job.asset_id] = job.job_id
             except KeyError:
                 self.foreign += 1
         if rejects:

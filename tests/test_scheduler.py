@@ -55,6 +55,26 @@ def test_replan_returns_only_new_or_moved_jobs_with_stable_ids():
     assert set(s.jobs) == {"a", "b", "c"}
 
 
+def test_a_job_that_leaves_the_plan_is_published_cancelled_once_unless_handed_over():
+    s = Scheduler(crew_capacity=1, shift_length=10.0, rul_to_time=1.0)
+    first = {j.asset_id: j for j in s.replan([item("a", 0.9, 100.0), item("b", 0.8, 100.0)], now=0.0)}
+    # a's alert cleared: its job is withdrawn, b moves up into the freed shift.
+    out = s.replan([item("b", 0.8, 100.0)], now=1.0)
+    assert [(j.asset_id, j.planned_ts, j.status) for j in out] == [
+        ("b", 0.0, "planned"),
+        ("a", 0.0, "cancelled"),
+    ]
+    assert out[1].job_id == first["a"].job_id
+    assert s.replan([item("b", 0.8, 100.0)], now=2.0) == [], "withdrawn once"
+    # b's asset moved to another scorer: its plan goes on there, nothing is withdrawn here.
+    s.forget(["b"])
+    assert s.replan([], now=3.0) == [] and s.jobs == {}
+    # Taken over from another scorer: not re-published, but withdrawn here when its alert clears.
+    s.adopt([item("c", 0.7, 100.0)], now=4.0, asset_ids={"c"})
+    assert s.replan([item("c", 0.7, 100.0)], now=4.0) == []
+    assert [(j.asset_id, j.status) for j in s.replan([], now=5.0)] == [("c", "cancelled")]
+
+
 def test_schedule_written_as_csv_and_json(tmp_path):
     s = Scheduler(crew_capacity=1, shift_length=10.0, rul_to_time=1.0)
     jobs = s.plan([item("a", 0.9, 5.0), item("b", 0.8, 5.0)], now=0.0)

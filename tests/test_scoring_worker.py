@@ -119,6 +119,12 @@ def test_partitions_moving_to_a_new_scorer_take_their_open_alerts_along():
     assert sorted(cleared) == sorted(raised.items())
     assert one.policy.active() == {} == two.policy.active()
     assert one.scheduler.jobs == {} == two.scheduler.jobs
+    # Each job is withdrawn once on the schedule, when its alert clears: not by the scorer that
+    # handed the asset over (the new owner plans it on).
+    jobs = read(bus, topics.SCHEDULE, MaintenanceJob)
+    cancelled = [j.job_id for j in jobs if j.status == "cancelled"]
+    assert sorted(cancelled) == sorted({j.job_id for j in jobs if j.status == "planned"})
+    assert len(cancelled) == 8
     assert 0 < one.scored - 24 < 16 and 0 < two.scored < 16 and one.scored - 24 + two.scored == 16
 
 

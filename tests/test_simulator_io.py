@@ -254,6 +254,43 @@ def test_closed_loop_performs_planned_jobs_once() -> None:
     listener.close()
 
 
+def test_closed_loop_drops_a_cancelled_job_before_it_runs() -> None:
+    bus = InProcessBus()
+    config = replace(CONFIG, faults=FaultRates.none(), mean_onset_days=1e6)
+    fleet = Fleet(config, seed=2)
+    producer = bus.producer()
+    publisher = Publisher(fleet, producer, Pacing.parse("max"))
+    listener = MaintenanceListener(fleet, bus, group_id=f"sim-{uuid.uuid4().hex}")
+    planned = config.start_ts + 3600.0
+
+    def job(job_id: str, asset: str, status: str) -> tuple[bytes, bytes]:
+        message = MaintenanceJob(
+            job_id=job_id,
+            asset_id=asset,
+            planned_ts=planned,
+            deadline_ts=planned + 86400,
+            priority="high",
+            risk=0.9,
+            fits=True,
+            model_version="v0001",
+            status=status,
+        )
+        return asset.encode(), encode(message)
+
+    producer.send_batch(topics.SCHEDULE, [job("j1", "m00003", "planned"), job("j2", "m00004", "planned")])
+    listener.run_once()
+    # j1's alert cleared; a cancellation of a job the asset no longer has changes nothing.
+    producer.send_batch(
+        topics.SCHEDULE, [job("j1", "m00003", "cancelled"), job("old", "m00004", "cancelled")]
+    )
+    listener.run_once()
+    for _ in range(10):
+        publisher.run_once(max_ticks=30)
+    events, _ = decode_many([r.value for r in _drain(bus, topics.MAINTENANCE)], MaintenanceEvent)
+    assert [m.asset_id for _, m in events] == ["m00004"]
+    listener.close()
+
+
 def test_cli_publishes_to_the_bus_for_a_simulated_period(tmp_path) -> None:
     result = CliRunner().invoke(
         main,
