@@ -137,9 +137,9 @@ def _batched(predictor: Predictor, last: np.ndarray, seq: np.ndarray, rows: int)
 
 def _keras_per_call(weights, config: LSTMConfig, seq: np.ndarray) -> tuple[float, float]:
     """Milliseconds per batch-of-one call: Keras ``model.predict`` and a compiled ``tf.function``."""
-    import tensorflow as tf
+    from models.lstm import keras_model, tensorflow
 
-    from models.lstm import keras_model
+    tf = tensorflow()
 
     model = keras_model(weights, config)
     one = seq[:1]

@@ -9,7 +9,11 @@ with Keras). ``docs/benchmarks.md`` compares it with a compiled ``tf.function``.
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 from dataclasses import asdict, dataclass
+from types import ModuleType
 
 import numpy as np
 
@@ -49,6 +53,31 @@ class LSTMWeights:
     rul_cap: float
 
 
+def tensorflow() -> ModuleType:
+    """TensorFlow, imported without its C++ start-up lines on a CPU-only machine ("Could not find cuda
+    drivers", "failed call to cuInit", CPU instruction notes: alarming and useless to a first-time user
+    of ``motorwatch demo``). Its C++ log level defaults to errors-only-fatal (``TF_CPP_MIN_LOG_LEVEL``
+    set by the user wins); what it prints while importing is shown only if the import fails."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)  # the C++ side writes to the file descriptor, not to sys.stderr
+        try:
+            import tensorflow as tf
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+    return tf
+
+
 def _masked_bce(pos_weight: float):
     from keras import ops
 
@@ -74,6 +103,7 @@ def _masked_mse(y_true, y_pred):
 
 def build(n_features: int, config: LSTMConfig, mean: np.ndarray, scale: np.ndarray):
     """The Keras model: standardise -> LSTM -> dense -> (p in [0, 1], rul / cap)."""
+    tensorflow()
     import keras
     from keras import layers
 
@@ -104,8 +134,8 @@ def fit(
     Labels: ``p`` in {0, 1, NaN}, ``rul`` in RUL units or NaN (unknown: excluded from that head's loss).
     Returns the weights and a history summary (epochs run, best validation loss).
     """
+    tf = tensorflow()
     import keras
-    import tensorflow as tf
 
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
@@ -146,7 +176,7 @@ def fit(
 
 def _dataset(values, index, p, rul, config: LSTMConfig, shuffle: bool):
     """A ``tf.data`` pipeline gathering windows by index, so memory holds one batch of windows at a time."""
-    import tensorflow as tf
+    tf = tensorflow()
 
     table = tf.constant(values.astype(np.float32))
     ds = tf.data.Dataset.from_tensor_slices(

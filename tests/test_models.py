@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -160,3 +164,23 @@ def test_precursor_view_counts_alerts_during_a_real_precursor_and_skips_sudden_f
     assert out["recall_at_min_lead"] == 0.5 and out["precursor_recall_at_min_lead"] == 1.0
     assert out["alert_precision"] == 0.0  # neither raise is followed by a failure within 48 h
     assert out["precursor_alert_precision"] == 0.5  # m1's raise came during a real precursor
+
+
+def test_tensorflow_imports_without_its_cpu_only_start_up_noise_and_fails_loud(tmp_path) -> None:
+    """The demo's first run trains with TensorFlow: a new user must not see 'failed call to cuInit'."""
+    code = "from models.lstm import tensorflow; print(tensorflow().constant(2).numpy())"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "2\n", "")
+    # A broken TensorFlow: what it printed natively and its error are both shown.
+    fake = tmp_path / "tensorflow"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "import os\nos.write(2, b'native: libfoo.so missing\\n')\nraise ImportError('broken')\n"
+    )
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
+    broken = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert broken.returncode == 1
+    assert "native: libfoo.so missing" in broken.stderr and "ImportError: broken" in broken.stderr
