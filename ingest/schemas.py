@@ -87,7 +87,10 @@ class Score(_Message, kw_only=True):
 
 
 class Alert(_Message, kw_only=True):
-    """An operator alert. ``alert_id`` is deterministic: the same input stream gives the same ids."""
+    """An operator alert. ``alert_id`` is deterministic: the same input stream gives the same ids.
+
+    ``reason`` says why a ``cleared`` alert cleared: the risk fell below the off-thresholds
+    (``risk_low``), maintenance was recorded (``maintenance``), or a flood ended (``flood_over``)."""
 
     alert_id: str
     asset_id: str
@@ -100,6 +103,7 @@ class Alert(_Message, kw_only=True):
     rul_unit: str
     drivers: list[Driver] = []
     model_version: str
+    reason: Literal["", "risk_low", "maintenance", "flood_over"] = ""
 
 
 class MaintenanceJob(_Message, kw_only=True):

@@ -144,6 +144,8 @@ class FleetView:
 def _feed_line(a: Alert) -> str:
     drivers = ", ".join(d.feature for d in a.drivers[:2])
     why = f" ({drivers})" if drivers else ""
+    if a.state == "cleared":
+        why = " (maintenance)" if a.reason == "maintenance" else ""
     return f"{_clock(a.ts)} {a.state:<8} {a.priority:<6} {a.asset_id:<8} risk {a.risk:.2f}{why}"
 
 

@@ -141,7 +141,7 @@ class AlertPolicy:
                     self._raise(i, aid, st, "risk", self._priority(r, u), out)
                 continue
             if r < cfg.off_risk and u >= cfg.off_rul:
-                self._clear(i, aid, st, out)
+                self._clear(i, aid, st, out, "risk_low")
                 continue
             p = self._priority(r, u)
             if st.kind == "no_data":  # data is back: it is a risk alert again
@@ -176,7 +176,7 @@ class AlertPolicy:
             del self.assets[asset_id]
         else:
             st.ts, st.model_version = max(float(ts), st.ts), model_version
-            self._clear(-1, asset_id, st, out)
+            self._clear(-1, asset_id, st, out, "maintenance")
         return out
 
     def restore(self, alerts: Iterable[Alert]) -> int:
@@ -258,14 +258,16 @@ class AlertPolicy:
         st.suppressed = False
         self._emit(i, aid, st, "raised", out)
 
-    def _clear(self, i: int, aid: str, st: ActiveAlert, out: list[Transition]) -> None:
+    def _clear(self, i: int, aid: str, st: ActiveAlert, out: list[Transition], reason: str) -> None:
         if not st.suppressed:
-            self._emit(i, aid, st, "cleared", out)
+            self._emit(i, aid, st, "cleared", out, reason)
         del self.assets[aid]
         # The next alert is raised by a newer score: a new id (ids hash the raising score's time).
         self.settled[aid] = max(st.ts, self.settled.get(aid, -inf))
 
-    def _emit(self, i: int, aid: str, st: ActiveAlert, state: str, out: list[Transition]) -> None:
+    def _emit(
+        self, i: int, aid: str, st: ActiveAlert, state: str, out: list[Transition], reason: str = ""
+    ) -> None:
         if st.suppressed:
             return
         assert st.alert_id is not None
@@ -283,6 +285,7 @@ class AlertPolicy:
                     rul=st.rul,
                     rul_unit=self.rul_unit,
                     model_version=st.model_version,
+                    reason=reason,
                 ),
             )
         )
@@ -315,7 +318,8 @@ class AlertPolicy:
             return
         flood = self.flood
         self.flood = None
-        out.append((-1, msgspec.structs.replace(flood, state="cleared", ts=self.watermark)))
+        over = msgspec.structs.replace(flood, state="cleared", ts=self.watermark, reason="flood_over")
+        out.append((-1, over))
         for aid, st in self.assets.items():  # publish what the flood held back, in raise order
             if st.suppressed and st.alert_id is not None:
                 st.suppressed = False

@@ -10,14 +10,16 @@ import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
+import msgspec
 import pandas as pd
 from click.testing import CliRunner
 from demo_model import MOTOR, SMALL
 from prometheus_client.parser import text_string_to_metric_families
 
 from ingest.inproc import InProcessBus
+from ingest.schemas import Alert, Driver
 from motorwatch.cli import main
-from motorwatch.demo import Demo, ensure_model
+from motorwatch.demo import Demo, _feed_line, ensure_model
 
 
 def test_a_registry_with_a_model_is_not_trained_again(demo_registry: Path) -> None:
@@ -114,3 +116,22 @@ def test_latency_is_measured_from_when_the_simulated_reading_was_due(demo_regist
     new = {le: after[le] - before.get(le, 0.0) for le in after}
     assert new["+Inf"] > 0  # scores were emitted and measured
     assert new["5.0"] == new["+Inf"]  # every one within seconds of its reading being due
+
+
+def test_the_alert_feed_says_what_raised_an_alert_and_when_maintenance_cleared_it() -> None:
+    raised = Alert(
+        alert_id="a1",
+        asset_id="m00011",
+        ts=1_767_225_600.0 + 3600,
+        state="raised",
+        priority="medium",
+        risk=0.71,
+        rul=40.0,
+        rul_unit="h",
+        drivers=[Driver(feature="temperature_c__max_24h", value=80.0, baseline=60.0, contribution=2.0)],
+        model_version="v0001",
+    )
+    assert _feed_line(raised).endswith("raised   medium m00011   risk 0.71 (temperature_c__max_24h)")
+    repaired = msgspec.structs.replace(raised, state="cleared", reason="maintenance")
+    assert _feed_line(repaired).endswith("cleared  medium m00011   risk 0.71 (maintenance)")
+    assert _feed_line(msgspec.structs.replace(repaired, reason="risk_low", risk=0.3)).endswith("risk 0.30")

@@ -66,7 +66,7 @@ def test_hysteresis_holds_between_off_and_on_then_clears_below_off():
     # RUL still short keeps it open even with a low risk.
     assert feed(p, [("m1", 7, 0.2, 60)]) == []
     alerts = feed(p, [("m1", 8, 0.49, 100)])
-    assert brief(alerts) == [("cleared", "m1", "low", "risk")]
+    assert brief(alerts) == [("cleared", "m1", "low", "risk")] and alerts[0].reason == "risk_low"
     assert p.active() == {}
 
 
@@ -92,6 +92,7 @@ def test_maintenance_clears_and_restarts_on_delay():
     cleared = [a for _, a in p.maintenance("m1", 5.0, "v1")]
     assert brief(cleared) == [("cleared", "m1", "high", "risk")]
     assert cleared[0].alert_id == raised[0].alert_id and cleared[0].ts == 5.0
+    assert cleared[0].reason == "maintenance", "operators see it cleared because of the repair"
     assert p.maintenance("m1", 6.0, "v1") == []  # nothing open: nothing to clear
     assert feed(p, [("m1", 7, 0.9, 100), ("m1", 8, 0.9, 100)]) == []
     again = feed(p, [("m1", 9, 0.9, 100)])
@@ -133,6 +134,7 @@ def test_flood_raises_one_summary_suppresses_then_releases():
         ("raised", "m3", "high", "risk"),
         ("raised", "m4", "high", "risk"),
     ]
+    assert [a.reason for a in later] == ["flood_over", "", ""]
     assert p.flood is None
 
 
