@@ -83,4 +83,8 @@ class Bus(Protocol):
         """Join ``group_id``; partitions are split among its members. Starts at the group's
         committed offsets, or at the beginning of a partition the group never committed."""
 
+    def end_offsets(self, topic: str) -> list[int]:
+        """The next offset of each partition of ``topic``, in partition order (the messages it
+        ever received, per partition)."""
+
     def close(self) -> None: ...

@@ -25,7 +25,13 @@ from typing import TypeVar
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import Fetcher
-from kafka.errors import CommitFailedError, CorruptRecordError, KafkaError, TopicAlreadyExistsError
+from kafka.errors import (
+    CommitFailedError,
+    CorruptRecordError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
+)
 from kafka.producer.producer_batch import ProducerBatch
 from kafka.record.memory_records import MemoryRecordsBuilder
 
@@ -91,15 +97,41 @@ class KafkaBus:
         except KafkaError as exc:
             raise BusError(f"cannot create topics {list(topics)} on {self.bootstrap}: {exc}") from exc
 
-    def partitions(self, topic: str) -> int:
-        """The partition count of an existing topic."""
+    def _describe(self, topic: str) -> dict | None:
+        """The broker's description of ``topic``; None if it does not exist."""
         try:
             (described,) = self._admin.describe_topics([topic])
         except KafkaError as exc:
             raise BusError(f"cannot describe topic {topic}: {exc}") from exc
+        if described["error_code"] == UnknownTopicOrPartitionError.errno:
+            return None
         if described["error_code"]:
             raise BusError(f"topic {topic}: error {described['error_code']}")
+        return described
+
+    def partitions(self, topic: str) -> int:
+        """The partition count of an existing topic."""
+        described = self._describe(topic)
+        if described is None:
+            raise BusError(f"topic {topic} does not exist on {self.bootstrap}")
         return len(described["partitions"])
+
+    def end_offsets(self, topic: str) -> list[int]:
+        """The next offset of each partition of ``topic`` (one request to the partition leaders);
+        ``[]`` for a topic that does not exist."""
+        described = self._describe(topic)
+        if described is None:
+            return []
+        tps = [TopicPartition(topic, p["partition_index"]) for p in described["partitions"]]
+        tps.sort(key=lambda tp: tp.partition)
+        consumer = _connect(self.bootstrap, lambda: KafkaConsumer(**self._client_config()))
+        try:
+            ends = consumer.end_offsets(tps)
+        except KafkaError as exc:
+            raise BusError(f"cannot read the end offsets of {topic}: {exc}") from exc
+        finally:
+            consumer.close()
+        return [ends[tp] for tp in tps]
 
     def producer(self) -> _Producer:
         return _Producer(self)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Group
@@ -23,7 +24,7 @@ from rich.text import Text
 
 from features.spec import FeatureSpec
 from ingest import topics
-from ingest.bus import Bus
+from ingest.bus import Bus, BusError
 from ingest.profiles import Profile
 from ingest.schemas import Alert, Score, decode_many
 from models.registry import Registry
@@ -98,14 +99,17 @@ class FleetView:
     dead_letters: int = 0
     version: str = "-"
 
-    def __post_init__(self) -> None:
-        self.consumer = self.bus.consumer(OUTPUT_TOPICS, "motorwatch-demo-view")
+    topic_prefix: str = ""
 
-    def poll(self) -> int:
-        records = self.consumer.poll_batch(65_536, 0.0)
+    def __post_init__(self) -> None:
+        p = self.topic_prefix
+        self.consumer = self.bus.consumer([p + t for t in OUTPUT_TOPICS], p + "motorwatch-demo-view")
+
+    def poll(self, timeout_s: float = 0.0) -> int:
+        records = self.consumer.poll_batch(65_536, timeout_s)
         if not records:
             return 0
-        by_topic = values_by_topic(records)
+        by_topic = {t.removeprefix(self.topic_prefix): v for t, v in values_by_topic(records).items()}
         scores, _ = decode_many(by_topic.get(topics.SCORES, []), Score)
         for _, s in scores:
             self.risk[s.asset_id] = (s.risk, s.rul)
@@ -188,16 +192,53 @@ class Demo:
 
     @classmethod
     def build(
-        cls, bus: Bus, profile: Profile, registry: Path, config: DemoConfig, partitions: int = 6
+        cls,
+        bus: Bus,
+        profile: Profile,
+        registry: Path,
+        config: DemoConfig,
+        partitions: int = 6,
+        topic_prefix: str = "",
     ) -> Demo:
+        """``topic_prefix`` names this run's topics and consumer groups (one cluster, several runs)."""
+        p = topic_prefix
         fleet = Fleet(config.fleet(), config.seed)
         clock = SimulatedClock(fleet.config.start_ts, config.speed)
         scorer = ScorerConfig(schedule_out=config.schedule_out, event_wall_time=clock.wall_time)
-        pipeline = Pipeline.build(bus, profile, registry, scorer, partitions)
-        view = FleetView(bus)
-        listener = MaintenanceListener(fleet, bus) if config.closed_loop else None
-        publisher = Publisher(fleet, bus.producer(), Pacing(config.speed))
-        return cls(publisher, listener, pipeline, view)
+        pipeline = Pipeline.build(bus, profile, registry, scorer, partitions, p)
+        view = FleetView(bus, topic_prefix=p)
+        listener = None
+        if config.closed_loop:
+            listener = MaintenanceListener(fleet, bus, p + "motorwatch-simulator", p + topics.SCHEDULE)
+        publisher = Publisher(
+            fleet,
+            bus.producer(),
+            Pacing(config.speed),
+            readings_topic=p + topics.READINGS,
+            maintenance_topic=p + topics.MAINTENANCE,
+        )
+        demo = cls(publisher, listener, pipeline, view)
+        demo.join()
+        return demo
+
+    def join(self, timeout_s: float = 60.0) -> None:
+        """Run each stage until its consumer owns partitions. Joining a Kafka group takes a few round
+        trips, which this loop's polls without a timeout may never complete (the in-process bus
+        assigns at once)."""
+        features, scorer = self.pipeline.features, self.pipeline.scorer
+        stages: list[tuple[Any, Callable[..., int]]] = [
+            (features.consumer, features.run_once),
+            (scorer.consumer, scorer.run_once),
+            (self.view.consumer, self.view.poll),
+        ]
+        if self.listener is not None:
+            stages.append((self.listener.consumer, self.listener.run_once))
+        deadline = time.monotonic() + timeout_s
+        for consumer, run_once in stages:
+            while not consumer.assignment():
+                if time.monotonic() > deadline:
+                    raise BusError(f"a demo stage did not join its consumer group within {timeout_s:g} s")
+                run_once(timeout_s=0.1)
 
     def step(self) -> int:
         """Publish the readings now due, let every stage consume, update the view."""

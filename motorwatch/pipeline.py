@@ -11,7 +11,7 @@ rather than deadlock on one thread): sources send at most a few thousand reading
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +55,27 @@ class Pipeline:
         registry: Path,
         scorer_config: ScorerConfig | None = None,
         partitions: int = 6,
+        topic_prefix: str = "",
     ) -> Pipeline:
-        """Create the topics and both stages; refuses (:class:`NoModelError`) an empty registry."""
+        """Create the topics and both stages; refuses (:class:`NoModelError`) an empty registry.
+
+        ``topic_prefix`` isolates a run on a shared cluster: it names its topics and consumer groups."""
         reg = Registry(registry)
         if reg.latest_version() is None:
             raise NoModelError(f"no model in the registry {registry}: run `motorwatch train` first")
-        bus.create_topics(topics.ALL, partitions)
-        features = FeatureWorker(bus, profile, WorkerConfig())
-        return cls(bus, features, Scorer(bus, profile, reg, scorer_config or ScorerConfig()))
+        p = topic_prefix
+        bus.create_topics([p + t for t in topics.ALL], partitions)
+        worker = WorkerConfig()
+        worker = replace(
+            worker,
+            group_id=p + worker.group_id,
+            readings_topic=p + topics.READINGS,
+            maintenance_topic=p + topics.MAINTENANCE,
+            features_topic=p + topics.FEATURES,
+        )
+        scoring = scorer_config or ScorerConfig()
+        scoring = replace(scoring, group_id=p + scoring.group_id, topic_prefix=p)
+        return cls(bus, FeatureWorker(bus, profile, worker), Scorer(bus, profile, reg, scoring))
 
     def pump(self, on_round: Callable[[], Any] | None = None) -> int:
         """Run the feature worker, then the scorer (then ``on_round``, e.g. a reader of the outputs),

@@ -74,6 +74,20 @@ def seqs(records: list[Record]) -> dict[bytes, list[int]]:
     return out
 
 
+def test_end_offsets_count_what_each_partition_received(bus: Bus) -> None:
+    topic = fresh("ends")
+    bus.create_topics([topic], PARTITIONS)
+    assert bus.end_offsets(topic) == [0] * PARTITIONS
+    producer = bus.producer()
+    producer.send_batch(topic, keyed(keys=20, per_key=3))
+    producer.flush()
+    expected = [0] * PARTITIONS
+    for k in range(20):
+        expected[partition_for(b"a%03d" % k, PARTITIONS)] += 3
+    assert bus.end_offsets(topic) == expected
+    producer.close()
+
+
 def test_per_key_order_and_placement_across_batches(bus: Bus) -> None:
     topic = fresh("order")
     bus.create_topics([topic], PARTITIONS)

@@ -7,16 +7,20 @@ import socket
 import threading
 import time
 import urllib.request
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
 import msgspec
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 from demo_model import MOTOR, SMALL
 from prometheus_client.parser import text_string_to_metric_families
 
+from ingest import topics
 from ingest.inproc import InProcessBus
+from ingest.kafka_bus import KafkaBus
 from ingest.schemas import Alert, Driver
 from motorwatch.cli import main
 from motorwatch.demo import Demo, _feed_line, ensure_model
@@ -135,3 +139,30 @@ def test_the_alert_feed_says_what_raised_an_alert_and_when_maintenance_cleared_i
     repaired = msgspec.structs.replace(raised, state="cleared", reason="maintenance")
     assert _feed_line(repaired).endswith("cleared  medium m00011   risk 0.71 (maintenance)")
     assert _feed_line(msgspec.structs.replace(repaired, reason="risk_low", risk=0.3)).endswith("risk 0.30")
+
+
+@pytest.mark.kafka
+def test_demo_runs_over_kafka_on_its_own_topics_and_refuses_an_earlier_runs(
+    demo_registry: Path, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A second run on the same topics would restart the fleet's clock under the first run's windows
+    and open alerts: it is refused with what to do instead."""
+    prefix = f"demo{uuid.uuid4().hex[:8]}."
+    args = ["demo", "--bootstrap", kafka_bootstrap, "--topic-prefix", prefix, "--no-live"]
+    args += ["--duration", "10", "--motors", "12", "--speed", "36000", "--metrics-port", "0"]
+    args += ["--schedule", str(tmp_path / "plan.csv"), "--registry", str(demo_registry)]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    assert "riskiest motors" in first.output and kafka_bootstrap in first.output
+    bus = KafkaBus(kafka_bootstrap)
+    try:
+        readings = sum(bus.end_offsets(prefix + topics.READINGS))
+        scores = sum(bus.end_offsets(prefix + topics.SCORES))
+        assert readings > 1_000 and scores > 0, "the stages ran over the broker, on this run's topics"
+        again = CliRunner().invoke(main, args)
+        assert again.exit_code == 1
+        assert f"already holds {readings:,} readings" in again.output and "--topic-prefix" in again.output
+        assert sum(bus.end_offsets(prefix + topics.READINGS)) == readings, "refused before publishing"
+        assert bus.end_offsets(f"{prefix}never.created") == []
+    finally:
+        bus.close()

@@ -63,7 +63,7 @@ def cli(
     """Simulate a fleet and score it live: simulator, feature worker and scorer in one process.
 
     Trains a small model first when the registry is empty. With --bootstrap the same stages run
-    over a real Kafka broker."""
+    over a real Kafka broker; --topic-prefix gives a run its own topics and consumer groups there."""
     from rich.console import Console
     from rich.live import Live
 
@@ -71,8 +71,6 @@ def cli(
     from motorwatch.demo import Demo, DemoConfig, ensure_model
     from scoring import metrics
 
-    if bus.topic_prefix:
-        raise click.UsageError("the demo runs on the standard topic names: drop --topic-prefix")
     console = Console()
     profile = load_profile("motor")
     config = DemoConfig(
@@ -89,7 +87,12 @@ def cli(
         metrics.serve(metrics_port)
         console.print(f"[dim]Prometheus metrics on http://127.0.0.1:{metrics_port}/metrics[/]")
     the_bus = bus.build()
-    demo = Demo.build(the_bus, profile, registry, config, bus.partitions)
+    try:
+        _refuse_an_earlier_run(the_bus, bus)
+        demo = Demo.build(the_bus, profile, registry, config, bus.partitions, bus.topic_prefix)
+    except BaseException:
+        the_bus.close()
+        raise
     console.print(
         f"[dim]{motors} motors, a reading every {interval:g} s, {speed:g}x real time on the "
         f"{'in-process bus' if bus.kind == 'inproc' else 'Kafka broker ' + str(bus.bootstrap)}; "
@@ -116,3 +119,21 @@ def cli(
         demo.close()
         the_bus.close()
     click.echo(f"schedule: {schedule_out}")
+
+
+def _refuse_an_earlier_run(the_bus, bus: BusConfig) -> None:
+    """A demo fleet starts its clock at the same instant every run: on topics that hold an earlier
+    run, its windows, sequences and open alerts would mix with that run's (and look late)."""
+    from ingest import topics
+
+    readings = bus.topic(topics.READINGS)
+    if bus.kind == "inproc":
+        return  # a new in-process bus is empty
+    held = sum(the_bus.end_offsets(readings))
+    if held:
+        raise click.ClickException(
+            f"{readings} on {bus.bootstrap} already holds {held:,} readings of an earlier run, and "
+            "a demo fleet starts its clock at the same instant every run. Give this run its own "
+            "topics with --topic-prefix (e.g. --topic-prefix run2.), or start from an empty broker "
+            "(`motorwatch kafka stop && motorwatch kafka start`)."
+        )
