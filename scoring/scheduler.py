@@ -2,7 +2,13 @@
 
 Event time is cut into shifts of ``shift_length``; each shift has room for ``crew_capacity`` jobs.
 Jobs are placed highest risk first, then earliest deadline (``ts + RUL``, the predicted failure),
-each into the earliest shift with room, starting with the shift that contains ``now``. A job whose
+each into the earliest shift with room, starting with the shift that contains ``now``.
+
+Several scorers share one crew: the crew's slots are numbered across shifts (slot ``s`` of shift
+``k`` is ``k * crew_capacity + s``) and slot ``g`` belongs to the features partition
+``g % partitions``, so each scorer plans only into the slots of the partitions it owns
+(:meth:`Scheduler.own`) and together they never book more than the crew per shift. One scorer that
+owns every partition has the whole crew. A job whose
 shift does not start before its deadline is kept in the plan with ``fits=False``: flagged, never
 dropped. The plan is a pure function of the open alerts and ``now``, so it is redone whenever alerts
 change; :meth:`Scheduler.replan` returns only the jobs that are new or moved since the last plan, and
@@ -55,11 +61,22 @@ class Scheduler:
         self.shift_length = shift_length
         self.rul_to_time = rul_to_time
         self.jobs: dict[str, MaintenanceJob] = {}  # current plan by asset
+        self.partitions = 1
+        self.owned: frozenset[int] = frozenset({0})  # every slot: the whole crew
+
+    def own(self, owned: Iterable[int], partitions: int) -> None:
+        """Plan into the crew slots of the ``owned`` partitions (of ``partitions``) from now on."""
+        self.owned, self.partitions = frozenset(owned), partitions
+
+    def _room(self, shift: int) -> int:
+        """Crew slots of ``shift`` that this scheduler may book."""
+        first = shift * self.crew_capacity
+        return sum((first + s) % self.partitions in self.owned for s in range(self.crew_capacity))
 
     def plan(self, items: Iterable[PlanItem], now: float) -> list[MaintenanceJob]:
         """The full plan, in placement order."""
         keyed = [(it, it.ts + max(it.rul, 0.0) * self.rul_to_time) for it in items]
-        if not keyed:
+        if not keyed or not self.owned:
             return []
         keyed.sort(key=lambda p: (-p[0].risk, p[1], p[0].asset_id))
         first = math.floor(now / self.shift_length)
@@ -67,7 +84,7 @@ class Scheduler:
         shift = first  # every shift before this one is full
         jobs = []
         for it, deadline in keyed:
-            while used.get(shift, 0) >= self.crew_capacity:
+            while used.get(shift, 0) >= self._room(shift):
                 shift += 1
             used[shift] = used.get(shift, 0) + 1
             start = shift * self.shift_length

@@ -404,6 +404,7 @@ class Scorer:
         if not lost and not gained:
             return
         n = self._bus.partitions(self._features_topic)
+        self.scheduler.own(owned, n)  # its share of the crew: the slots of its partitions
         store = self.store
         if lost and store is not None:
             tracked = set(store.slot) | set(self.policy.assets)  # restored alerts may have no slot yet

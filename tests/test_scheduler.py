@@ -88,3 +88,23 @@ def test_schedule_written_as_csv_and_json(tmp_path):
         ("a", 0.0, 5.0, True),
         ("b", 10.0, 5.0, False),
     ]
+
+
+def test_scorers_sharing_a_crew_book_each_slot_once_and_one_owner_has_the_whole_crew():
+    items = [item(f"m{i}", risk=0.5 + i / 100, rul=1000.0) for i in range(30)]
+    whole = Scheduler(crew_capacity=3, shift_length=10.0, rul_to_time=1.0)
+    whole.own(range(6), 6)
+    alone = Counter(j.planned_ts for j in whole.plan(items, now=0.0))
+    assert set(alone.values()) == {3}, "every partition owned: the whole crew, as a single scorer"
+    # Three scorers own two partitions each and plan their own assets: never more than the crew.
+    booked: Counter = Counter()
+    for owned in ({0, 3}, {1, 4}, {2, 5}):
+        s = Scheduler(crew_capacity=3, shift_length=10.0, rul_to_time=1.0)
+        s.own(owned, 6)
+        mine = items[min(owned) :: 3]
+        booked.update(j.planned_ts for j in s.plan(mine, now=0.0))
+    assert max(booked.values()) <= 3 and sum(booked.values()) == 30
+    assert max(booked) <= 10.0 * 14, "each scorer's share is about a third of the crew"
+    nobody = Scheduler(crew_capacity=3, shift_length=10.0, rul_to_time=1.0)
+    nobody.own([], 6)
+    assert nobody.plan(items, now=0.0) == []

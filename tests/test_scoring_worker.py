@@ -119,6 +119,9 @@ def test_partitions_moving_to_a_new_scorer_take_their_open_alerts_along():
     assert sorted(cleared) == sorted(raised.items())
     assert one.policy.active() == {} == two.policy.active()
     assert one.scheduler.jobs == {} == two.scheduler.jobs
+    # The crew is shared the way the partitions are: each plans into its own partitions' slots.
+    assert one.scheduler.owned | two.scheduler.owned == {0, 1}
+    assert not one.scheduler.owned & two.scheduler.owned
     # Each job is withdrawn once on the schedule, when its alert clears: not by the scorer that
     # handed the asset over (the new owner plans it on).
     jobs = read(bus, topics.SCHEDULE, MaintenanceJob)
