@@ -2,18 +2,18 @@
 
 Event time is cut into shifts of ``shift_length``; each shift has room for ``crew_capacity`` jobs.
 Jobs are placed highest risk first, then earliest deadline (``ts + RUL``, the predicted failure),
-each into the earliest shift with room, starting with the shift that contains ``now``.
-
-Several scorers share one crew: the crew's slots are numbered across shifts (slot ``s`` of shift
-``k`` is ``k * crew_capacity + s``) and slot ``g`` belongs to the features partition
-``g % partitions``, so each scorer plans only into the slots of the partitions it owns
-(:meth:`Scheduler.own`) and together they never book more than the crew per shift. One scorer that
-owns every partition has the whole crew. A job whose
+each into the earliest shift with room, starting with the shift that contains ``now``. A job whose
 shift does not start before its deadline is kept in the plan with ``fits=False``: flagged, never
 dropped. The plan is a pure function of the open alerts and ``now``, so it is redone whenever alerts
 change; :meth:`Scheduler.replan` returns only the jobs that are new or moved since the last plan, and
 a ``cancelled`` copy of each job that left it (its alert cleared), so whoever acts on the schedule
 (crews, the closed-loop simulator) drops it too.
+
+Several scorers share one crew: the crew's slots are numbered across shifts (slot ``s`` of shift
+``k`` is ``k * crew_capacity + s``) and slot ``g`` belongs to the features partition
+``g % partitions``, so each scorer plans only into the slots of the partitions it owns
+(:meth:`Scheduler.own`) and together they never book more than the crew per shift. One scorer that
+owns every partition has the whole crew.
 
 >>> s = Scheduler(crew_capacity=1, shift_length=10.0, rul_to_time=1.0)
 >>> jobs = s.replan([PlanItem("a", "id-a", 3.0, 0.9, 4.0, "high", "v1"),
