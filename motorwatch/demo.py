@@ -75,7 +75,10 @@ def ensure_model(registry: Path, profile: Profile, config: DemoConfig, log: Call
         motors=config.train_motors, interval_s=config.interval_s, mean_onset_days=config.mean_onset_days
     )
     with tempfile.TemporaryDirectory(prefix="motorwatch-demo-") as tmp:
-        log(f"empty registry: simulating {config.train_motors} motors x {config.train_days:g} days to train")
+        log(
+            f"empty registry: simulating {config.train_motors} motors x {config.train_days:g} days to "
+            "train (with sensor faults: the bad rows reported below are the simulator's, skipped on purpose)"
+        )
         simulate_to_files(history, config.seed + 1000, Path(tmp), config.train_days * 86400.0)
         result = train(
             Path(tmp), profile, FeatureSpec.from_profile(profile), TrainConfig.quick(config.seed), log
