@@ -57,6 +57,7 @@ class AlertConfig:
     flood_window: float = 600.0
     crew_capacity: int = 4
     shift_length: float = 28800.0
+    on_risk_from_model: bool = False  # raise at the model card's validated operating point instead
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.off_risk < self.on_risk <= 1.0:
@@ -79,6 +80,16 @@ class AlertConfig:
             raise ValueError("[alerts] flood_window and shift_length must be > 0")
         if self.no_data_priority not in PRIORITIES:
             raise ValueError(f"[alerts] no_data_priority must be one of {PRIORITIES}")
+
+    def at_operating_point(self, threshold: float) -> AlertConfig:
+        """These settings raising at ``threshold`` (a model's validated operating point): the clear
+        threshold keeps the profile's hysteresis ratio, and priority thresholds below it move up to it."""
+        on = float(threshold)
+        off = on * self.off_risk / self.on_risk
+        medium = max(self.medium_risk, on)
+        return dataclasses.replace(
+            self, on_risk=on, off_risk=off, medium_risk=medium, high_risk=max(self.high_risk, medium)
+        )
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> AlertConfig:

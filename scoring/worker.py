@@ -102,7 +102,7 @@ class Scorer:
         self.registry = registry
         self.config = config
         self._spec = spec
-        alert_cfg = AlertConfig.from_profile(profile)
+        alert_cfg = self._alerts = AlertConfig.from_profile(profile)
         self.policy = AlertPolicy(alert_cfg, profile.rul_unit)
         self.scheduler = Scheduler(alert_cfg.crew_capacity, alert_cfg.shift_length, rul_to_time(profile))
         self.live = profile.time_unit == "s" and config.measure_latency
@@ -165,12 +165,39 @@ class Scorer:
         # Features decoded straight into the model's feature order (one C call for a clean batch).
         self._decode_features = batch_decoder(Features, features=named_floats(predictor.feature_names))
         metrics.MODEL.info({"version": predictor.version})
+        self._use_operating_point(version)
         created = _created(self.registry, version)
         if created is not None:
             metrics.MODEL_CREATED.set(created)
         if old is not None:
             metrics.RELOADS.inc()
             log.info("hot reload: model %s -> %s", old.version, predictor.version)
+
+    def _use_operating_point(self, version: str) -> None:
+        """With ``on_risk_from_model``, raise alerts at the threshold chosen on the model's validation
+        assets (its card's ``operating_point``); the profile's ``on_risk`` for a model without one."""
+        if not self._alerts.on_risk_from_model:
+            return
+        threshold = _operating_point(self.registry, version)
+        config = self._alerts
+        if threshold is not None:
+            try:
+                config = self._alerts.at_operating_point(threshold)
+            except ValueError as exc:  # e.g. a threshold of 0: no hysteresis below it
+                log.warning(
+                    "model %s: operating point %s unusable, profile thresholds kept: %s",
+                    version,
+                    threshold,
+                    exc,
+                )
+                threshold = None
+        self.policy.config = config
+        log.info(
+            "alerts raise at risk >= %.3g (%s) and clear below %.3g",
+            config.on_risk,
+            "validated operating point of " + version if threshold is not None else "profile",
+            config.off_risk,
+        )
 
     def run_once(self, max_records: int | None = None, timeout_s: float | None = None) -> int:
         """Poll one micro-batch, score it, produce, flush, then commit. Returns records consumed."""
@@ -487,6 +514,14 @@ class _Rows:
     def take(self, keep: np.ndarray) -> _Rows:
         ids = [a for a, k in zip(self.asset_ids, keep.tolist(), strict=True) if k]
         return _Rows(ids, self.ts[keep], self.stale[keep], self.x[keep], self.pos[keep])
+
+
+def _operating_point(registry: Any, version: str) -> float | None:
+    """The alert threshold chosen on the validation assets, from ``version``'s model card, if any."""
+    try:
+        return float(registry.card(version).metrics["operating_point"]["threshold"])
+    except (AttributeError, KeyError, TypeError, OSError, ValueError):
+        return None
 
 
 def _created(registry: Any, version: str) -> float | None:

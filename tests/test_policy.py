@@ -212,3 +212,11 @@ def test_scores_older_than_a_no_data_marker_neither_clear_nor_reraise_it():
     again = feed(p, [("m1", 900, 0.1, 500, True)])
     assert brief(again) == [("raised", "m1", "medium", "no_data")]
     assert not _ids_after_clear(raised + back + again)
+
+
+def test_a_models_operating_point_moves_the_thresholds_and_keeps_them_nested():
+    low = CFG.at_operating_point(0.3)
+    assert (low.on_risk, low.medium_risk, low.high_risk) == (0.3, CFG.medium_risk, CFG.high_risk)
+    assert low.off_risk == pytest.approx(0.3 * CFG.off_risk / CFG.on_risk)
+    high = CFG.at_operating_point(0.9)  # above medium and high: every alert is high priority
+    assert (high.on_risk, high.medium_risk, high.high_risk) == (0.9, 0.9, 0.9)

@@ -6,6 +6,7 @@ hot reload. The real-model integration test is in test_scoring_models.py.
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -285,3 +286,33 @@ def test_consumer_lag_on_kafka_counts_the_records_not_consumed_yet(kafka_bootstr
         scorer.close()
         producer.close()
         bus.close()
+
+
+class CardRegistry(DoubleRegistry):
+    """A registry whose model card carries the operating point chosen on its validation assets."""
+
+    def __init__(self, threshold: float | None) -> None:
+        super().__init__()
+        self.threshold = threshold
+
+    def card(self, version=None):
+        metrics = {} if self.threshold is None else {"operating_point": {"threshold": self.threshold}}
+        return SimpleNamespace(metrics=metrics, created="2026-11-23T12:00:00Z")
+
+
+@pytest.mark.parametrize(
+    ("threshold", "expected"),
+    [(0.4, [("raised", "low")]), (None, []), (0.0, [])],
+    ids=["validated_point", "no_point_profile", "unusable_point_profile"],
+)
+def test_alerts_raise_at_the_models_validated_operating_point(threshold, expected):
+    """Operators get the alert quality the model card reports: its threshold, not the profile's 0.7."""
+    bus = InProcessBus(partitions=1)
+    bus.producer().send_batch(topics.FEATURES, [(b"m1", features("m1", float(t), 0.5)) for t in range(5)])
+    scorer = make_scorer(bus, CardRegistry(threshold))
+    drain(scorer)
+    assert [(a.state, a.priority) for a in read(bus, topics.ALERTS, Alert)] == expected
+    if threshold:
+        # Hysteresis keeps the profile's ratio (clear below 0.5 / 0.7 of the raise threshold).
+        assert scorer.policy.config.on_risk == 0.4
+        assert scorer.policy.config.off_risk == pytest.approx(0.4 * 0.5 / 0.7)
