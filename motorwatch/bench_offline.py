@@ -14,14 +14,13 @@ from ingest.benchtools import Span, rate_rows
 from ingest.profiles import load_profile
 from models.registry import Registry
 from motorwatch.config import default_registry
-from motorwatch.demo import DemoConfig, ensure_model
+from motorwatch.demo import SMALL_MODEL, ensure_model
 from motorwatch.offline import score_logs
 from simulator.config import FleetConfig
 from simulator.writers import simulate_to_files
 
 MOTORS = 200
 INTERVAL_S = 60.0
-SMALL_MODEL = DemoConfig(train_motors=10, train_days=6.0, mean_onset_days=5.0, seed=3)
 
 
 def run(count: int, bus, console) -> list[dict]:

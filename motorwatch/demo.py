@@ -62,6 +62,11 @@ class DemoConfig:
         )
 
 
+# A first model in ~20 s from 10 motors x 6 days of fast-degrading history: for the benchmarks and
+# tests that need any model of the motor profile, not a good one.
+SMALL_MODEL = DemoConfig(train_motors=10, train_days=6.0, mean_onset_days=5.0, seed=3)
+
+
 def ensure_model(registry: Path, profile: Profile, config: DemoConfig, log: Callable[[str], None]) -> str:
     """The registry's latest version; trains and registers a small model first if there is none.
 

@@ -3,8 +3,10 @@ fixture ``demo_registry`` (tests/conftest.py), trained once per session (about a
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ingest.profiles import load_profile
-from motorwatch.demo import DemoConfig
+from motorwatch.demo import SMALL_MODEL
 
 MOTOR = load_profile("motor")
-SMALL = DemoConfig(motors=12, speed=86_400.0, mean_onset_days=5.0, train_motors=10, train_days=6.0, seed=3)
+SMALL = replace(SMALL_MODEL, motors=12, speed=86_400.0)
