@@ -95,4 +95,16 @@ def metrics_table(metrics: dict[str, Any], title: str):
         table.add_row(
             f"RUL RMSE at {trunc['cuts']} cuts", *(f"{trunc[m]['vs_true']['rmse']:.2f}" for m in MODELS)
         )
+    table.caption = verdict(metrics)
     return table
+
+
+def verdict(metrics: dict[str, Any]) -> str:
+    """Whether the ensemble matches or beats the best single model (PR-AUC and RUL RMSE), said plainly."""
+    vs = metrics.get("ensemble_vs_best_single")
+    if not vs:
+        return ""
+    deltas = f"PR-AUC {vs['pr_auc']:+.3f}, RUL RMSE {vs['rul_rmse']:+.2f}"
+    if vs["matches_or_beats"]:
+        return f"the ensemble matches or beats the best single model ({deltas})"
+    return f"the ensemble does NOT match the best single model here ({deltas})"

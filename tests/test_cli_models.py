@@ -64,6 +64,11 @@ def test_evaluate_writes_the_metrics_of_the_test_assets_only(trained, tmp_path) 
     assert result.exit_code == 0, result.output
     assert "v0001: test assets" in result.output and "ensemble" in result.output
     metrics = json.loads(out.read_text())
+    # Whether the ensemble is worth it is said, either way, from the same test metrics.
+    said = " ".join(result.output.split())  # the table's caption wraps
+    matches = metrics["ensemble_vs_best_single"]["matches_or_beats"]
+    assert ("the ensemble matches or beats the best single model" in said) == matches
+    assert ("the ensemble does NOT match the best single model" in said) == (not matches)
     card = json.loads((registry / "v0001" / CARD_FILE).read_text())
     test = card["split"]["test"]
     readings = pd.read_parquet(log / "readings.parquet", columns=["asset_id"])
