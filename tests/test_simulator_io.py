@@ -9,7 +9,6 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
-import msgspec
 import numpy as np
 import pandas as pd
 import pytest
@@ -214,80 +213,76 @@ def test_pacing_follows_the_clock() -> None:
         Pacing.parse("fast")
 
 
-def test_closed_loop_performs_planned_jobs_once() -> None:
+CLOSED_LOOP = replace(CONFIG, faults=FaultRates.none(), mean_onset_days=1e6)
+PLANNED = CLOSED_LOOP.start_ts + 3600.0
+
+
+def closed_loop() -> tuple[InProcessBus, Publisher, MaintenanceListener]:
+    """A healthy fleet publishing at full speed, and its listener to ``maintenance.schedule``."""
     bus = InProcessBus()
-    config = replace(CONFIG, faults=FaultRates.none(), mean_onset_days=1e6)
-    fleet = Fleet(config, seed=2)
-    producer = bus.producer()
-    publisher = Publisher(fleet, producer, Pacing.parse("max"))
-    listener = MaintenanceListener(fleet, bus, group_id=f"sim-{uuid.uuid4().hex}")
-    planned = config.start_ts + 3600.0
-    job = MaintenanceJob(
-        job_id="j1",
-        asset_id="m00003",
-        planned_ts=planned,
-        deadline_ts=planned + 86400,
+    fleet = Fleet(CLOSED_LOOP, seed=2)
+    publisher = Publisher(fleet, bus.producer(), Pacing.parse("max"))
+    return bus, publisher, MaintenanceListener(fleet, bus, group_id=f"sim-{uuid.uuid4().hex}")
+
+
+def job(job_id: str, asset: str, status: str = "planned") -> MaintenanceJob:
+    """A job planned an hour into the fleet's clock."""
+    return MaintenanceJob(
+        job_id=job_id,
+        asset_id=asset,
+        planned_ts=PLANNED,
+        deadline_ts=PLANNED + 86400,
         priority="high",
         risk=0.9,
         fits=True,
         model_version="v0001",
+        status=status,
     )
-    foreign = msgspec.structs.replace(job, job_id="j2", asset_id="pump-7")
+
+
+def run_fleet(publisher: Publisher) -> None:
+    for _ in range(10):
+        publisher.run_once(max_ticks=30)
+
+
+def performed(bus: InProcessBus) -> list[MaintenanceEvent]:
+    events, _ = decode_many([r.value for r in _drain(bus, topics.MAINTENANCE)], MaintenanceEvent)
+    return [m for _, m in events]
+
+
+def test_closed_loop_performs_planned_jobs_once() -> None:
+    bus, publisher, listener = closed_loop()
+    producer = publisher.producer
+    planned, foreign = job("j1", "m00003"), job("j2", "pump-7")
     producer.send_batch(
-        topics.SCHEDULE, [(b"m00003", encode(job)), (b"pump-7", encode(foreign)), (b"x", b"{oops")]
+        topics.SCHEDULE, [(b"m00003", encode(planned)), (b"pump-7", encode(foreign)), (b"x", b"{oops")]
     )
     assert listener.run_once() == 3
     assert listener.foreign == 1 and listener.rejected == 1
     dead = _drain(bus, topics.dead_letter_topic(topics.SCHEDULE))
     assert len(dead) == 1
-    for _ in range(10):
-        publisher.run_once(max_ticks=30)
-    producer.send_batch(topics.SCHEDULE, [(b"m00003", encode(job))])  # re-published after it ran
+    run_fleet(publisher)
+    producer.send_batch(topics.SCHEDULE, [(b"m00003", encode(planned))])  # re-published after it ran
     listener.run_once()
-    for _ in range(10):
-        publisher.run_once(max_ticks=30)
-    done = [e for e in _drain(bus, topics.MAINTENANCE)]
-    events, _ = decode_many([r.value for r in done], MaintenanceEvent)
-    assert [(m.asset_id, m.ts, m.action) for _, m in events] == [
-        ("m00003", planned + config.maintenance_hours * 3600, "preventive")
+    run_fleet(publisher)
+    assert [(m.asset_id, m.ts, m.action) for m in performed(bus)] == [
+        ("m00003", PLANNED + CLOSED_LOOP.maintenance_hours * 3600, "preventive")
     ]
     listener.close()
 
 
 def test_closed_loop_drops_a_cancelled_job_before_it_runs() -> None:
-    bus = InProcessBus()
-    config = replace(CONFIG, faults=FaultRates.none(), mean_onset_days=1e6)
-    fleet = Fleet(config, seed=2)
-    producer = bus.producer()
-    publisher = Publisher(fleet, producer, Pacing.parse("max"))
-    listener = MaintenanceListener(fleet, bus, group_id=f"sim-{uuid.uuid4().hex}")
-    planned = config.start_ts + 3600.0
+    bus, publisher, listener = closed_loop()
 
-    def job(job_id: str, asset: str, status: str) -> tuple[bytes, bytes]:
-        message = MaintenanceJob(
-            job_id=job_id,
-            asset_id=asset,
-            planned_ts=planned,
-            deadline_ts=planned + 86400,
-            priority="high",
-            risk=0.9,
-            fits=True,
-            model_version="v0001",
-            status=status,
-        )
-        return asset.encode(), encode(message)
+    def send(*jobs: MaintenanceJob) -> None:
+        publisher.producer.send_batch(topics.SCHEDULE, [(j.asset_id.encode(), encode(j)) for j in jobs])
+        listener.run_once()
 
-    producer.send_batch(topics.SCHEDULE, [job("j1", "m00003", "planned"), job("j2", "m00004", "planned")])
-    listener.run_once()
+    send(job("j1", "m00003"), job("j2", "m00004"))
     # j1's alert cleared; a cancellation of a job the asset no longer has changes nothing.
-    producer.send_batch(
-        topics.SCHEDULE, [job("j1", "m00003", "cancelled"), job("old", "m00004", "cancelled")]
-    )
-    listener.run_once()
-    for _ in range(10):
-        publisher.run_once(max_ticks=30)
-    events, _ = decode_many([r.value for r in _drain(bus, topics.MAINTENANCE)], MaintenanceEvent)
-    assert [m.asset_id for _, m in events] == ["m00004"]
+    send(job("j1", "m00003", "cancelled"), job("old", "m00004", "cancelled"))
+    run_fleet(publisher)
+    assert [m.asset_id for m in performed(bus)] == ["m00004"]
     listener.close()
 
 
