@@ -165,20 +165,21 @@ class Scorer:
         # Features decoded straight into the model's feature order (one C call for a clean batch).
         self._decode_features = batch_decoder(Features, features=named_floats(predictor.feature_names))
         metrics.MODEL.info({"version": predictor.version})
-        self._use_operating_point(version)
-        created = _created(self.registry, version)
+        card = _card(self.registry, version)  # read once: thresholds and training time
+        self._use_operating_point(version, card)
+        created = _created(card)
         if created is not None:
             metrics.MODEL_CREATED.set(created)
         if old is not None:
             metrics.RELOADS.inc()
             log.info("hot reload: model %s -> %s", old.version, predictor.version)
 
-    def _use_operating_point(self, version: str) -> None:
+    def _use_operating_point(self, version: str, card: Any) -> None:
         """With ``on_risk_from_model``, raise alerts at the threshold chosen on the model's validation
         assets (its card's ``operating_point``); the profile's ``on_risk`` for a model without one."""
         if not self._alerts.on_risk_from_model:
             return
-        threshold = _operating_point(self.registry, version)
+        threshold = _operating_point(card)
         config = self._alerts
         if threshold is not None:
             try:
@@ -516,18 +517,25 @@ class _Rows:
         return _Rows(ids, self.ts[keep], self.stale[keep], self.x[keep], self.pos[keep])
 
 
-def _operating_point(registry: Any, version: str) -> float | None:
-    """The alert threshold chosen on the validation assets, from ``version``'s model card, if any."""
+def _card(registry: Any, version: str) -> Any:
+    """``version``'s model card; None when the registry keeps no cards or cannot read this one."""
     try:
-        return float(registry.card(version).metrics["operating_point"]["threshold"])
-    except (AttributeError, KeyError, TypeError, OSError, ValueError):
+        return registry.card(version)
+    except (AttributeError, OSError, ValueError):
         return None
 
 
-def _created(registry: Any, version: str) -> float | None:
-    """Training time of ``version`` from its model card (epoch seconds), when the registry has cards."""
+def _operating_point(card: Any) -> float | None:
+    """The alert threshold chosen on the validation assets, if the card has one."""
     try:
-        stamp = registry.card(version).created
-        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-    except (AttributeError, OSError, ValueError):
+        return float(card.metrics["operating_point"]["threshold"])
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _created(card: Any) -> float | None:
+    """Training time from the card (epoch seconds), if it has a readable one."""
+    try:
+        return datetime.strptime(card.created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except (AttributeError, TypeError, ValueError):
         return None
