@@ -23,7 +23,7 @@ FLEET = FleetConfig(
     interval_s=600.0,
     mean_onset_days=3.0,
     degradation_days=1.0,
-    faults=FaultRates(**{k: 0.0 for k in FaultRates.KINDS}),
+    faults=FaultRates.none(),
 )
 
 
