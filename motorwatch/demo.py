@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from rich.console import Group
@@ -24,7 +23,7 @@ from rich.text import Text
 
 from features.spec import FeatureSpec
 from ingest import topics
-from ingest.bus import Bus, BusError
+from ingest.bus import Bus
 from ingest.profiles import Profile
 from ingest.schemas import Alert, Score, decode_many
 from models.registry import Registry
@@ -225,28 +224,11 @@ class Demo:
             readings_topic=p + topics.READINGS,
             maintenance_topic=p + topics.MAINTENANCE,
         )
-        demo = cls(publisher, listener, pipeline, view)
-        demo.join()
-        return demo
-
-    def join(self, timeout_s: float = 60.0) -> None:
-        """Run each stage until its consumer owns partitions. Joining a Kafka group takes a few round
-        trips, which this loop's polls without a timeout may never complete (the in-process bus
-        assigns at once)."""
-        features, scorer = self.pipeline.features, self.pipeline.scorer
-        stages: list[tuple[Any, Callable[..., int]]] = [
-            (features.consumer, features.run_once),
-            (scorer.consumer, scorer.run_once),
-            (self.view.consumer, self.view.poll),
-        ]
-        if self.listener is not None:
-            stages.append((self.listener.consumer, self.listener.run_once))
-        deadline = time.monotonic() + timeout_s
-        for consumer, run_once in stages:
-            while not consumer.assignment():
-                if time.monotonic() > deadline:
-                    raise BusError(f"a demo stage did not join its consumer group within {timeout_s:g} s")
-                run_once(timeout_s=0.1)
+        others = [(view.consumer, view.poll)]
+        if listener is not None:
+            others.append((listener.consumer, listener.run_once))
+        pipeline.join(others)
+        return cls(publisher, listener, pipeline, view)
 
     def step(self) -> int:
         """Publish the readings now due, let every stage consume, update the view."""

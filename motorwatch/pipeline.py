@@ -10,6 +10,7 @@ rather than deadlock on one thread): sources send at most a few thousand reading
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 from features.worker import FeatureWorker, WorkerConfig
 from ingest import topics
-from ingest.bus import Bus, Record
+from ingest.bus import Bus, BusError, Consumer, Record
 from ingest.profiles import Profile
 from models.registry import Registry
 from scoring.worker import Scorer, ScorerConfig
@@ -76,6 +77,24 @@ class Pipeline:
         scoring = scorer_config or ScorerConfig()
         scoring = replace(scoring, group_id=p + scoring.group_id, topic_prefix=p)
         return cls(bus, FeatureWorker(bus, profile, worker), Scorer(bus, profile, reg, scoring))
+
+    def join(
+        self, others: Sequence[tuple[Consumer, Callable[..., int]]] = (), timeout_s: float = 60.0
+    ) -> None:
+        """Run each stage (and each of ``others``: a consumer and its stage's ``run_once``) until its
+        consumer owns partitions. Joining a Kafka group takes a few round trips, which the
+        zero-timeout polls of :meth:`pump` may never complete; the in-process bus assigns at once."""
+        stages = [
+            (self.features.consumer, self.features.run_once),
+            (self.scorer.consumer, self.scorer.run_once),
+            *others,
+        ]
+        deadline = time.monotonic() + timeout_s
+        for consumer, run_once in stages:
+            while not consumer.assignment():
+                if time.monotonic() > deadline:
+                    raise BusError(f"a stage did not join its consumer group within {timeout_s:g} s")
+                run_once(timeout_s=0.1)
 
     def pump(self, on_round: Callable[[], Any] | None = None) -> int:
         """Run the feature worker, then the scorer (then ``on_round``, e.g. a reader of the outputs),
