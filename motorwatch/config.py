@@ -111,6 +111,18 @@ def registry_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
+def json_option(default: str, help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add ``--json FILE`` (passed as ``json_path``): where a command writes its results."""
+    return click.option(
+        "--json",
+        "json_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=Path(default),
+        show_default=True,
+        help=help,
+    )
+
+
 def profile_option(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--profile NAME|PATH`` (default ``motor``)."""
     return click.option(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from motorwatch.config import BusConfig, bus_options
+from motorwatch.config import BusConfig, bus_options, json_option
 
 # stage -> "module:function". A stage not listed here has no benchmark yet.
 STAGES: dict[str, str] = {
@@ -32,14 +32,7 @@ STAGES: dict[str, str] = {
 @click.command()
 @click.argument("stages", nargs=-1, type=click.Choice(sorted(STAGES)))
 @click.option("--n", "count", type=int, default=1_000_000, show_default=True, help="Messages per benchmark.")
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("bench.json"),
-    show_default=True,
-    help="Where to write the figures.",
-)
+@json_option("bench.json", "Where to write the figures.")
 @bus_options
 def cli(stages: tuple[str, ...], count: int, json_path: Path, bus: BusConfig) -> None:
     """Benchmark STAGES (default: all) and write the figures as JSON."""

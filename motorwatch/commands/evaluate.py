@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from motorwatch.config import profile_option, registry_option
+from motorwatch.config import json_option, profile_option, registry_option
 
 
 @click.command()
@@ -20,14 +20,7 @@ from motorwatch.config import profile_option, registry_option
     help="The log to evaluate on [default: the file the model was trained on, from its card].",
 )
 @click.option("--version", "version", default=None, help="Registered version [default: latest].")
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("evaluation.json"),
-    show_default=True,
-    help="Where to write the metrics.",
-)
+@json_option("evaluation.json", "Where to write the metrics.")
 @registry_option
 def cli(profile: str, data: Path | None, version: str | None, json_path: Path, registry: Path) -> None:
     """Evaluate each model and the ensemble on the test assets of the model's split."""
