@@ -58,38 +58,17 @@ def test_onnx_forest_agrees_with_scikit_learn() -> None:
 
 
 def test_onnx_lstm_agrees_with_keras(trained) -> None:
+    """The exported graph (standardisation folded into the LSTM's input weights) computes what Keras does
+    with the trained weights."""
     ds, result = trained
-    weights = lstm.LSTMWeights(
-        *[np.asarray(v) if isinstance(v, np.ndarray) else v for v in _weights_of(result)]
-    )
+    weights = result.fitted["lstm_weights"]
     model = lstm.keras_model(weights, TINY.lstm)
     last, seq = _inputs(ds, 50, TINY.lstm.seq_len)
     seq = np.nan_to_num(seq)
     out = model(seq, training=False)
     p, r = Predictor(result.bundle).components(last, seq)["lstm"]
     np.testing.assert_allclose(p, np.asarray(out["p"])[:, 0], atol=1e-5)
-    np.testing.assert_allclose(r, np.asarray(out["rul"])[:, 0] * 125.0, rtol=1e-4, atol=1e-3)
-
-
-def _weights_of(result):
-    """Read the LSTM weights back out of the exported ONNX graph (the test checks that graph)."""
-    import onnx
-    from onnx import numpy_helper
-
-    g = onnx.load_from_string(result.bundle.lstm_onnx).graph
-    init = {i.name: numpy_helper.to_array(i) for i in g.initializer}
-    hidden = init["R"].shape[2]
-
-    def keras_order(a):  # ONNX (i, o, f, c) -> Keras (i, f, c, o) on the last axis
-        i, o, f, c = (a[..., k * hidden : (k + 1) * hidden] for k in range(4))
-        return np.concatenate([i, f, c, o], axis=-1)
-
-    cap = 125.0
-    return (
-        init["mean"], 1.0 / init["inv_scale"], keras_order(init["W"][0].T), keras_order(init["R"][0].T),
-        keras_order(init["B"][0][: 4 * hidden]), init["dense_w"], init["dense_b"], init["p_w"], init["p_b"],
-        init["rul_w"] / cap, init["rul_b"] / cap, cap,
-    )  # fmt: skip
+    np.testing.assert_allclose(r, np.asarray(out["rul"])[:, 0] * weights.rul_cap, rtol=1e-4, atol=1e-3)
 
 
 def test_predictor_contract_shapes_ranges_and_batch_of_one(trained) -> None:
