@@ -1,6 +1,6 @@
 """``motorwatch bench models``: the ensemble's batched inference against the naive ways to call the models.
 
-A model of production size (the default forest and LSTM configurations, the LSTM trained for one
+A model of production size (the motor profile's forest and LSTM sizes, the LSTM trained for one
 epoch: speed does not depend on how well it learnt) is trained on a synthetic run-to-failure log with
 the motor profile's feature spec, saved to a temporary registry and loaded back, so the figures are
 those of the serving path (:meth:`models.registry.Registry.load` -> :class:`models.inference.Predictor`,
@@ -28,7 +28,6 @@ import numpy as np
 from features.spec import FeatureSpec
 from ingest.benchtools import Span
 from ingest.profiles import load_profile
-from models.forest import ForestConfig
 from models.inference import Predictor
 from models.lstm import LSTMConfig
 from models.registry import Registry
@@ -45,11 +44,8 @@ def _train(console) -> tuple[Any, Any, TrainConfig]:
     """A production-size model on a synthetic motor log, through the registry; also the raw models."""
     profile = load_profile("motor")
     spec = FeatureSpec.from_profile(profile)
-    config = TrainConfig(
-        forest=ForestConfig(),
-        lstm=replace(LSTMConfig(), epochs=1, max_sequences=5_000),
-        truncations=1,
-    )
+    full = TrainConfig.for_profile(profile)
+    config = replace(full, lstm=replace(full.lstm, epochs=1, max_sequences=5_000), truncations=1)
     console.print("  training a production-size model on a synthetic log (about a minute) ...")
     ds = synthetic_log(profile, spec, n_assets=40, life=(800, 1200), step=300.0)
     result = fit(ds, profile, spec, config, {"synthetic": "0" * 64}, log=lambda *_: None)

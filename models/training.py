@@ -42,6 +42,24 @@ class TrainConfig:
     truncations: int = 5  # C-MAPSS protocol: random cut points per held-out engine
 
     @classmethod
+    def for_profile(cls, profile: Profile, seed: int = 0) -> TrainConfig:
+        """The full configuration, with the sizes the profile's ``[model.forest]`` and ``[model.lstm]``
+        tables set (any :class:`~models.forest.ForestConfig` / :class:`~models.lstm.LSTMConfig` field):
+        a fleet scored live may trade a little accuracy for serving speed, a benchmark dataset not."""
+        section = profile.section("model")
+        unknown = sorted(set(section) - {"forest", "lstm"})
+        if unknown:
+            raise ValueError(f"profile {profile.name}: [model] has unknown tables {unknown} (forest, lstm)")
+        try:
+            return cls(
+                seed=seed,
+                forest=forest.ForestConfig(**{"seed": seed, **section.get("forest", {})}),
+                lstm=lstm.LSTMConfig(**{"seed": seed, **section.get("lstm", {})}),
+            )
+        except TypeError as exc:  # an unknown field name
+            raise ValueError(f"profile {profile.name}: [model] {exc}") from None
+
+    @classmethod
     def quick(cls, seed: int = 0) -> TrainConfig:
         """The demo configuration: small models, trained in well under a minute."""
         return cls(

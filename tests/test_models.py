@@ -5,17 +5,21 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from ingest.profiles import load_profile
+from ingest.profiles import load_profile, parse_profile
 from models.ensemble import Calibrator, fit_blend
 from models.evaluation import alert_events, classification_metrics, nasa_score, rul_metrics
+from models.forest import ForestConfig
 from models.labels import LabelConfig, make_labels
 from models.sequences import windows
 from models.splits import split_assets
+from models.training import TrainConfig
 
 H = 48 * 3600.0  # the motor profile's horizon
 MOTOR = LabelConfig(horizon=H, rul_cap=336.0, time_per_rul=3600.0)
@@ -28,6 +32,20 @@ def _events(*rows: tuple[str, float, str]) -> pd.DataFrame:
 def test_profiles_carry_the_label_horizons_of_the_brief() -> None:
     assert LabelConfig.from_profile(load_profile("motor")) == LabelConfig(172800.0, 336.0, 3600.0)
     assert LabelConfig.from_profile(load_profile("cmapss")) == LabelConfig(30.0, 125.0, 1.0)
+
+
+def test_profiles_size_their_models_and_a_typo_in_model_sizes_is_refused() -> None:
+    motor = TrainConfig.for_profile(load_profile("motor"), seed=3)
+    assert motor.forest.n_estimators == 40 and motor.forest.max_depth == ForestConfig().max_depth
+    assert motor.seed == motor.forest.seed == motor.lstm.seed == 3  # --seed reaches the models too
+    assert TrainConfig.for_profile(load_profile("cmapss")).forest == ForestConfig()
+    raw = tomllib.loads(Path(load_profile("motor").source).read_text())
+    raw["model"] = {"forest": {"n_trees": 10}}
+    with pytest.raises(ValueError, match=r"\[model\].*n_trees"):
+        TrainConfig.for_profile(parse_profile(raw))
+    raw["model"] = {"gbm": {}}
+    with pytest.raises(ValueError, match="unknown tables"):
+        TrainConfig.for_profile(parse_profile(raw))
 
 
 def test_labels_switch_to_failure_exactly_at_the_horizon_and_rul_counts_down_in_hours() -> None:

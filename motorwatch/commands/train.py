@@ -33,7 +33,7 @@ def cli(profile: str, data: Path, quick: bool, seed: int, registry: Path) -> Non
 
     console = Console()
     prof = load_profile(profile)
-    config = TrainConfig.quick(seed) if quick else TrainConfig(seed=seed)
+    config = TrainConfig.quick(seed) if quick else TrainConfig.for_profile(prof, seed)
     result = train(
         data, prof, FeatureSpec.from_profile(prof), config, log=lambda m: console.print(f"[dim]{m}[/]")
     )
