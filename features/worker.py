@@ -52,6 +52,16 @@ class WorkerConfig:
     max_records: int = 4096
     timeout_s: float = 0.05
 
+    @classmethod
+    def prefixed(cls, prefix: str, **fields: object) -> WorkerConfig:
+        """A worker whose three topics are named with ``prefix`` (an isolated pipeline on one cluster)."""
+        return cls(
+            readings_topic=prefix + topics.READINGS,
+            maintenance_topic=prefix + topics.MAINTENANCE,
+            features_topic=prefix + topics.FEATURES,
+            **fields,
+        )
+
 
 class FeatureWorker:
     """Consumes readings and maintenance events, produces feature vectors and stale markers."""

@@ -66,14 +66,7 @@ class Pipeline:
             raise NoModelError(f"no model in the registry {registry}: run `motorwatch train` first")
         p = topic_prefix
         bus.create_topics([p + t for t in topics.ALL], partitions)
-        worker = WorkerConfig()
-        worker = replace(
-            worker,
-            group_id=p + worker.group_id,
-            readings_topic=p + topics.READINGS,
-            maintenance_topic=p + topics.MAINTENANCE,
-            features_topic=p + topics.FEATURES,
-        )
+        worker = WorkerConfig.prefixed(p, group_id=p + WorkerConfig().group_id)
         scoring = scorer_config or ScorerConfig()
         scoring = replace(scoring, group_id=p + scoring.group_id, topic_prefix=p)
         return cls(bus, FeatureWorker(bus, profile, worker), Scorer(bus, profile, reg, scoring))

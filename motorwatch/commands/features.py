@@ -78,12 +78,10 @@ def cli(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     the_bus = bus.build()
     the_bus.create_topics([bus.topic(t) for t in topics.ALL], bus.partitions)
-    config = WorkerConfig(
+    config = WorkerConfig.prefixed(
+        bus.topic_prefix,
         group_id=group,
         state_dir=state_dir,
-        readings_topic=bus.topic(topics.READINGS),
-        maintenance_topic=bus.topic(topics.MAINTENANCE),
-        features_topic=bus.topic(topics.FEATURES),
         checkpoint_interval_s=checkpoint_interval,
     )
     worker = FeatureWorker(the_bus, the_profile, config)
