@@ -14,7 +14,7 @@ import numpy as np
 @dataclass(frozen=True, slots=True)
 class ForestConfig:
     n_estimators: int = 60
-    max_depth: int | None = 12
+    max_depth: int | None = 12  # 0 or None: unbounded (TOML has no null)
     min_samples_leaf: int = 5
     max_features: float | str = 0.5
     max_samples: int | None = 30_000  # bootstrap rows per tree: bounds fit time on long logs
@@ -29,7 +29,7 @@ def _params(config: ForestConfig, rows: int) -> dict[str, object]:
     per_tree = config.max_samples if config.max_samples is not None and config.max_samples < rows else None
     return dict(
         n_estimators=config.n_estimators,
-        max_depth=config.max_depth,
+        max_depth=config.max_depth or None,
         min_samples_leaf=config.min_samples_leaf,
         max_features=config.max_features,
         max_samples=per_tree,

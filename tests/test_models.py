@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from ingest.profiles import load_profile, parse_profile
+from models import forest
 from models.ensemble import Calibrator, fit_blend
 from models.evaluation import alert_events, classification_metrics, nasa_score, rul_metrics
 from models.forest import ForestConfig
@@ -38,7 +39,9 @@ def test_profiles_size_their_models_and_a_typo_in_model_sizes_is_refused() -> No
     motor = TrainConfig.for_profile(load_profile("motor"), seed=3)
     assert motor.forest.n_estimators == 40 and motor.forest.max_depth == ForestConfig().max_depth
     assert motor.seed == motor.forest.seed == motor.lstm.seed == 3  # --seed reaches the models too
-    assert TrainConfig.for_profile(load_profile("cmapss")).forest == ForestConfig()
+    cmapss = TrainConfig.for_profile(load_profile("cmapss")).forest
+    assert cmapss == ForestConfig(max_depth=0, min_samples_leaf=2)
+    assert forest._params(cmapss, rows=1000)["max_depth"] is None  # 0 (TOML has no null): unbounded
     raw = tomllib.loads(Path(load_profile("motor").source).read_text())
     raw["model"] = {"forest": {"n_trees": 10}}
     with pytest.raises(ValueError, match=r"\[model\].*n_trees"):
