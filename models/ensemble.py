@@ -102,6 +102,8 @@ def fit_blend(
     w = float(GRID[int(np.argmin(scores))])
     calibrator = Calibrator.fit(w * p_forest[k] + (1 - w) * p_lstm[k], y, method)
     r = ~np.isnan(rul_true)
+    if not r.any():  # no validation asset failed: nothing to weigh the RUL models by, so an even blend
+        return Blend(w, 0.5, float(rul_cap), calibrator)
     rmse = [
         np.sqrt(np.mean((np.clip(a * rul_forest[r] + (1 - a) * rul_lstm[r], 0, rul_cap) - rul_true[r]) ** 2))
         for a in GRID

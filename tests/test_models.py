@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tomllib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +137,19 @@ def test_blend_prefers_the_informative_model_and_clips_rul() -> None:
     )
     assert b.risk_weight >= 0.9 and b.rul_weight >= 0.9
     assert b.rul(np.array([150.0]), np.array([150.0])).tolist() == [90.0]
+
+
+def test_blend_without_a_known_rul_on_validation_weighs_the_rul_models_evenly() -> None:
+    """A small validation set may hold no failure (every RUL censored): no weight can be judged, and
+    the grid search would have picked its first entry (the LSTM alone) from all-NaN errors."""
+    rng = np.random.default_rng(2)
+    y = (rng.uniform(size=500) < 0.2).astype(float)
+    p = np.clip(y * 0.6 + rng.uniform(0, 0.4, y.size), 0, 1)
+    unknown = np.full(y.size, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "mean of empty slice" on the way
+        b = fit_blend(p, p, y, rng.uniform(0, 90, y.size), rng.uniform(0, 90, y.size), unknown, 90)
+    assert b.rul_weight == 0.5 and b.rul(np.array([10.0]), np.array([30.0])).tolist() == [20.0]
 
 
 def test_rul_metrics_and_the_asymmetric_nasa_score() -> None:
