@@ -215,7 +215,7 @@ def reference(log: pd.DataFrame, spec: FeatureSpec, maintenance: dict[str, list[
                     v = past[f.signal].to_numpy()
                     present = ~np.isnan(v)
                     wgt = 2.0 ** (-(now - past["ts"].to_numpy()[present]) / spec.ewma_halflife)
-                    out[f.name] = (wgt * v[present]).sum() / wgt.sum()
+                    out[f.name] = (wgt * v[present]).sum() / wgt.sum() if present.any() else math.nan
                 elif f.kind == "since_maintenance":
                     out[f.name] = now - (events[-1] if events else t[0])
                 elif f.kind == "rise_per":
