@@ -84,6 +84,9 @@ class ScorerConfig:
     # live plant (None). A simulated clock maps event time to wall time; a replayed log has none (off).
     event_wall_time: Callable[[np.ndarray], np.ndarray] | None = None
     measure_latency: bool = True
+    # onnxruntime intra-op threads per inference: 1 for one scorer per core; more when the scorer has
+    # cores to itself, or shares its process with stages that sit idle while it infers (offline replay).
+    inference_threads: int = 1
 
 
 class Scorer:
@@ -150,7 +153,7 @@ class Scorer:
 
             self._spec = FeatureSpec.from_profile(self.profile)
         try:
-            predictor = self.registry.load(version, spec=self._spec)
+            predictor = self.registry.load(version, spec=self._spec, threads=self.config.inference_threads)
         except Exception as exc:  # a bad version must not stop scoring with the current one
             log.error(
                 "cannot load model %s, keeping %s: %s", version, getattr(self.predictor, "version", None), exc

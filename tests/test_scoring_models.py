@@ -59,12 +59,13 @@ def collect(bus, topic: str, cls, want: int, timeout_s: float = 60.0) -> list:
     return out
 
 
-def test_streamed_scores_equal_the_training_windows_and_alerts_name_real_drivers(trained):
+@pytest.mark.parametrize("threads", [1, 2])  # `motorwatch score --threads`: same scores, more cores
+def test_streamed_scores_equal_the_training_windows_and_alerts_name_real_drivers(trained, threads):
     ds, result, registry = trained
     rows = np.flatnonzero(np.isin(ds.asset_id, ["1", "2", "3", "4"]))
     bus = InProcessBus(partitions=3)
     bus.producer().send_batch(topics.FEATURES, messages(ds, rows))
-    scorer = Scorer(bus, PROFILE, registry, ScorerConfig(batch_size=97))
+    scorer = Scorer(bus, PROFILE, registry, ScorerConfig(batch_size=97, inference_threads=threads))
     while scorer.run_once(timeout_s=0.0):
         pass
     scores = collect(bus, topics.SCORES, Score, len(rows), timeout_s=1.0)

@@ -45,6 +45,14 @@ from motorwatch.config import BusConfig, bus_options, profile_option, registry_o
 )
 @click.option("--top-k", type=int, default=10, show_default=True, help="Riskiest assets exported as gauges.")
 @click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Inference threads (onnxruntime), for a scorer with cores to itself; scores may then differ "
+    "from one thread's in the 7th digit (summation order).",
+)
+@click.option(
     "--alertmanager",
     metavar="URL",
     default=None,
@@ -64,6 +72,7 @@ def cli(
     schedule_out: Path | None,
     metrics_port: int,
     top_k: int,
+    threads: int,
     alertmanager: str | None,
     duration: float | None,
 ) -> None:
@@ -90,6 +99,7 @@ def cli(
         score_interval=score_interval,
         top_k=top_k,
         schedule_out=schedule_out,
+        inference_threads=threads,
     )
     scorer = Scorer(the_bus, load_profile(profile), Registry(registry), config)
     if metrics_port:
