@@ -61,7 +61,7 @@ class DoubleRegistry:
     def latest_version(self) -> str | None:
         return self.latest
 
-    def load(self, version: str | None = None, spec=None) -> DoublePredictor:
+    def load(self, version: str | None = None, spec=None, threads: int = 1) -> DoublePredictor:
         self.loaded.append(version)
         return DoublePredictor(version or self.latest)
 
