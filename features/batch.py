@@ -19,6 +19,8 @@ readings of its asset at or before it in event time, the rest is computed on the
 from __future__ import annotations
 
 import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -32,7 +34,10 @@ EWMA_SPAN = 1000.0  # half-lives per rebasing chunk of the EWMA sums (2**1000 st
 
 
 def compute_features(
-    readings: pd.DataFrame, spec: FeatureSpec, maintenance: pd.DataFrame | None = None
+    readings: pd.DataFrame,
+    spec: FeatureSpec,
+    maintenance: pd.DataFrame | None = None,
+    workers: int | None = None,
 ) -> pd.DataFrame:
     """Feature vectors of a log: columns ``asset_id``, ``ts``, then ``spec.names``; one row per
     emission, sorted by asset (first appearance) then ts.
@@ -40,6 +45,7 @@ def compute_features(
     ``readings``: ``asset_id``, ``ts`` and the profile's signal columns (NaN = missing), in delivery
     order. ``maintenance``: ``asset_id``, ``ts`` of maintenance events (known before the readings);
     each starts its asset's windows, last values, EWMA and baseline afresh from its time on.
+    ``workers``: processes for a log of several slices (default: one per CPU); the output is the same.
     """
     codes, uniques = pd.factorize(readings["asset_id"].to_numpy(dtype=object))
     ts = readings["ts"].to_numpy(dtype=np.float64)
@@ -56,11 +62,10 @@ def compute_features(
         if s - cuts[-1] >= CHUNK_ROWS:
             cuts.append(int(s))
     cuts.append(len(a))
-    parts = []
-    for lo, hi in itertools.pairwise(cuts):
-        if hi > lo:
-            sel, matrix = _features_sorted(spec, a[lo:hi], t[lo:hi], x[lo:hi], maintained[lo:hi])
-            parts.append((sel + lo, matrix))  # rows of the slice -> rows of the whole sorted log
+    slices = [(lo, hi) for lo, hi in itertools.pairwise(cuts) if hi > lo]
+    jobs = [(spec, a[lo:hi], t[lo:hi], x[lo:hi], maintained[lo:hi]) for lo, hi in slices]
+    done = _run_all(jobs, workers)  # (rows of the slice, features), rows then moved to the whole log's
+    parts = [(sel + lo, matrix) for (lo, _), (sel, matrix) in zip(slices, done, strict=True)]
     rows = [p[0] for p in parts]
     sel = np.concatenate(rows) if rows else np.array([], dtype=np.int64)
     matrix = np.concatenate([p[1] for p in parts]) if parts else np.empty((0, len(spec.names)))
@@ -68,6 +73,16 @@ def compute_features(
     out.insert(0, "ts", t[sel])
     out.insert(0, "asset_id", pd.array(uniques[a[sel]], dtype=object) if len(sel) else [])
     return out
+
+
+def _run_all(jobs: list[tuple], workers: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`_features_sorted` of each slice; slices are whole assets, so threads can share them
+    (numpy and pandas release the GIL in their loops over the slice's arrays)."""
+    n = min(len(jobs), workers if workers is not None else os.cpu_count() or 1)
+    if n <= 1:
+        return [_features_sorted(*job) for job in jobs]
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(_features_sorted, *zip(*jobs, strict=True)))
 
 
 def _maintained_at(

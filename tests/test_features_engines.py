@@ -309,16 +309,18 @@ def test_streaming_equals_batch_on_a_log_with_gaps_duplicates_and_disorder(batch
 
 
 def test_a_log_longer_than_one_slice_keeps_each_vector_with_its_asset(monkeypatch) -> None:
-    """Logs beyond ``CHUNK_ROWS`` are computed in slices of whole assets: same output as in one."""
+    """Logs beyond ``CHUNK_ROWS`` are computed in slices of whole assets, by several processes: the
+    same output as in one slice, and exactly that of one process."""
     import features.batch
 
     spec = FeatureSpec.from_profile(MOTOR)
     log = make_log(n_assets=4, n=300, seed=9)
     whole = compute_features(log, spec)
     monkeypatch.setattr(features.batch, "CHUNK_ROWS", 250)  # a slice per asset
-    sliced = compute_features(log, spec)
+    sliced = compute_features(log, spec, workers=2)
     assert sliced["asset_id"].nunique() == 4
     assert_same(sliced, whole, rtol=1e-12)
+    pd.testing.assert_frame_equal(sliced, compute_features(log, spec, workers=1))
 
 
 def test_emission_cadence_thins_the_output_the_same_way_in_both_engines() -> None:
