@@ -331,6 +331,11 @@ class _Consumer:
                 fetch_max_wait_ms=100,
                 session_timeout_ms=10_000,
                 heartbeat_interval_ms=1_000,
+                # Also the broker's bound on a rebalance: a leader that never sends its SyncGroup (seen
+                # with kafka-python 3.0 on a slow machine, right after a metadata-triggered rejoin) is
+                # dropped after this and its consumer rejoins, rather than stalling the group for the
+                # default 5 minutes. Every stage polls far more often than this.
+                max_poll_interval_ms=30_000,
             ),
         )
         self._kafka._fetcher.PartitionRecords = _FastPartitionRecords  # see _FastPartitionRecords
