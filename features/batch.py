@@ -45,7 +45,7 @@ def compute_features(
     ``readings``: ``asset_id``, ``ts`` and the profile's signal columns (NaN = missing), in delivery
     order. ``maintenance``: ``asset_id``, ``ts`` of maintenance events (known before the readings);
     each starts its asset's windows, last values, EWMA and baseline afresh from its time on.
-    ``workers``: processes for a log of several slices (default: one per CPU); the output is the same.
+    ``workers``: threads for a log of several slices (default: one per CPU); the output is the same.
     """
     codes, uniques = pd.factorize(readings["asset_id"].to_numpy(dtype=object))
     ts = readings["ts"].to_numpy(dtype=np.float64)

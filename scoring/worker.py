@@ -85,7 +85,8 @@ class ScorerConfig:
     event_wall_time: Callable[[np.ndarray], np.ndarray] | None = None
     measure_latency: bool = True
     # onnxruntime intra-op threads per inference: 1 for one scorer per core; more when the scorer has
-    # cores to itself, or shares its process with stages that sit idle while it infers (offline replay).
+    # cores to itself (scores then differ in the 7th digit, so offline replay, which must be
+    # byte-identical run to run, keeps 1).
     inference_threads: int = 1
 
 

@@ -309,8 +309,8 @@ def test_streaming_equals_batch_on_a_log_with_gaps_duplicates_and_disorder(batch
 
 
 def test_a_log_longer_than_one_slice_keeps_each_vector_with_its_asset(monkeypatch) -> None:
-    """Logs beyond ``CHUNK_ROWS`` are computed in slices of whole assets, by several processes: the
-    same output as in one slice, and exactly that of one process."""
+    """Logs beyond ``CHUNK_ROWS`` are computed in slices of whole assets, on several threads: the
+    same output as in one slice, and exactly that of one thread."""
     import features.batch
 
     spec = FeatureSpec.from_profile(MOTOR)

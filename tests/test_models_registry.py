@@ -57,8 +57,8 @@ def test_onnx_forest_agrees_with_scikit_learn() -> None:
 
 
 def test_onnx_lstm_agrees_with_keras(trained) -> None:
-    """The exported graph (standardisation folded into the LSTM's input weights) computes what Keras does
-    with the trained weights."""
+    """The exported graph (centring, then the scaling folded into the LSTM's input weights) computes what
+    Keras does with the trained weights."""
     ds, result = trained
     weights = result.fitted["lstm_weights"]
     model = lstm.keras_model(weights, TINY.lstm)
