@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from features.spec import FeatureSpec
 
@@ -64,26 +65,6 @@ def merge_into(acc: np.ndarray, part: np.ndarray) -> None:
     acc[..., MX + 1 :] += part[..., MX + 1 :]
     np.minimum(acc[..., MN], part[..., MN], out=acc[..., MN])
     np.maximum(acc[..., MX], part[..., MX], out=acc[..., MX])
-
-
-def placed(bucket: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Window aggregates ``(rows, signals, WINDOW)`` of one bucket each, at window position ``j[row]``."""
-    j = np.asarray(j, dtype=np.float64)[:, None]
-    out = np.empty((*bucket.shape[:-1], WINDOW))
-    out[..., :BUCKET] = bucket  # a window starts with its buckets' fields
-    out[..., W_NJ] = bucket[..., N] * j
-    out[..., W_NJJ] = out[..., W_NJ] * j
-    out[..., W_SJ] = bucket[..., S] * j
-    return out
-
-
-def move(win: np.ndarray, c: np.ndarray) -> None:
-    """Move every bucket of window aggregates ``(rows, signals, WINDOW)`` ``c[row]`` positions on
-    (``j -> j + c``), in place."""
-    c = np.asarray(c, dtype=np.float64)[:, None]
-    win[..., W_NJJ] += c * (2.0 * win[..., W_NJ] + c * win[..., W_N])
-    win[..., W_NJ] += c * win[..., W_N]
-    win[..., W_SJ] += c * win[..., W_S]
 
 
 def empty_window(shape: tuple[int, ...]) -> np.ndarray:
@@ -124,12 +105,14 @@ class Inputs:
     maintained_at: np.ndarray  # (m,) last maintenance at or before ts, else the asset's first ts
 
 
-def compute(spec: FeatureSpec, inp: Inputs) -> np.ndarray:
-    """The ``(m, len(spec.names))`` feature matrix. NaN where a feature is undefined."""
+def compute(spec: FeatureSpec, inp: Inputs, out: np.ndarray | None = None) -> np.ndarray:
+    """The ``(m, len(spec.names))`` feature matrix, into ``out`` if given. NaN where a feature is
+    undefined."""
     col = {s: i for i, s in enumerate(spec.used_signals)}
     widths = {w.name: w.width for w in spec.windows}
     m = len(inp.ts)
-    out = np.empty((m, len(spec.features)))
+    if out is None:
+        out = np.empty((m, len(spec.features)), order="F")  # written a column at a time
     cache: dict[tuple[str, str], np.ndarray] = {}
 
     def mean(window: str, signal: str) -> np.ndarray:
@@ -161,20 +144,49 @@ def compute(spec: FeatureSpec, inp: Inputs) -> np.ndarray:
 
 
 def _window_stat(kind: str, agg: np.ndarray, mu: np.ndarray, inp: Inputs, c: int, width: float) -> np.ndarray:
-    n = agg[:, W_N]
-    empty = n == 0
-    if kind == "mean":
-        return mu + inp.shift[:, c]
-    if kind == "std":
-        return np.sqrt(np.maximum(agg[:, W_Q] / n - mu * mu, 0.0))
-    if kind in ("min", "max"):
-        v = agg[:, W_MN if kind == "min" else W_MX] + inp.shift[:, c]
-        return np.where(empty, np.nan, v)
-    if kind == "slope":
-        sj, njj, nj = agg[:, W_SJ], agg[:, W_NJJ], agg[:, W_NJ]
-        den = n * njj - nj * nj  # 0 when every reading sits in one bucket
-        return np.where(den > 0.5, (n * sj - nj * agg[:, W_S]) / den / width, np.where(empty, np.nan, 0.0))
-    if kind == "zscore":
-        sd = inp.base_std[:, c]
-        return np.where(sd > 1e-12, (mu - inp.base_mean[:, c]) / sd, np.where(empty, np.nan, 0.0))
-    raise ValueError(f"unknown window statistic {kind!r}")
+    if kind not in _STAT_CODE:
+        raise ValueError(f"unknown window statistic {kind!r}")
+    out = np.empty(len(mu))
+    base_mean, base_std = inp.base_mean[:, c], inp.base_std[:, c]
+    _stat_kernel(_STAT_CODE[kind], agg, mu, inp.shift[:, c], base_mean, base_std, width, out)
+    return out
+
+
+_STAT_CODE = {"mean": 0, "std": 1, "min": 2, "max": 3, "slope": 4, "zscore": 5}
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _stat_kernel(
+    code: int,
+    agg: np.ndarray,
+    mu: np.ndarray,
+    shift: np.ndarray,
+    base_mean: np.ndarray,
+    base_std: np.ndarray,
+    width: float,
+    out: np.ndarray,
+) -> None:
+    """One window statistic per row (``code``: see ``_STAT_CODE``), in one pass: NaN where the
+    window holds no value, 0 where the statistic is undefined (one bucket, no baseline spread)."""
+    for i in range(len(out)):
+        n = agg[i, W_N]
+        if code == 0:
+            out[i] = mu[i] + shift[i]
+        elif code == 1:
+            v = agg[i, W_Q] / n - mu[i] * mu[i]
+            out[i] = np.sqrt(v) if not v < 0.0 else 0.0
+        elif code == 2 or code == 3:
+            out[i] = np.nan if n == 0 else agg[i, W_MN if code == 2 else W_MX] + shift[i]
+        elif code == 4:
+            nj = agg[i, W_NJ]
+            den = n * agg[i, W_NJJ] - nj * nj  # 0 when every reading sits in one bucket
+            if den > 0.5:
+                out[i] = (n * agg[i, W_SJ] - nj * agg[i, W_S]) / den / width
+            else:
+                out[i] = np.nan if n == 0 else 0.0
+        else:
+            sd = base_std[i]
+            if sd > 1e-12:
+                out[i] = (mu[i] - base_mean[i]) / sd
+            else:
+                out[i] = np.nan if n == 0 else 0.0

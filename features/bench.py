@@ -5,7 +5,9 @@ Rows (rates per wall-clock second and per CPU-second of this process, since the 
 - streaming engine alone: ``count`` motor readings (1,000 motors at 1 reading/s) fed to
   :class:`features.stream.FeatureEngine` in the worker's batches of 4,096; target >= 100,000/s on one core;
 - batch engine: the same log through :func:`features.batch.compute_features` (target >= 1,000,000/s),
-  and a training-log layout (200 motors at a 1-minute interval);
+  and a training-log layout (200 motors at a 1-minute interval), after a call on a small log has
+  loaded its compiled loops (a one-time cost per process: ~0.7 s from numba's cache, ~10 s to
+  compile on a machine's first run);
 - state per motor: 10,000 motors at 1 reading/s through the streaming engine with the default windows
   (its rings are allocated whole, so the figure does not grow with time; target <= 200 KB);
 - a naive implementation measured in the same run: per reading, pandas ``rolling`` over the asset's
@@ -129,6 +131,7 @@ def run(count: int, bus: Any, console: Any) -> list[dict[str, Any]]:
         "streaming engine", span, n, f"{what}; {emitted:,} vectors of {len(spec.names)} features", ">= 100000"
     )
     stream_cpu = span.rates(n)[1]
+    compute_features(log.head(1000), spec)  # loads the compiled loops (once per process; see batch.py)
     with Span() as span:
         compute_features(log, spec)
     rows += rate_rows("batch engine", span, n, what, ">= 1000000")

@@ -1,0 +1,232 @@
+"""Compiled loops of the batch engine (numba): one pass over a log sorted by (group, ts).
+
+Each kernel walks the readings in order and keeps a group's running state the way the streaming
+engine keeps an asset's, so a reading costs O(1) amortised and nothing is recomputed per reading.
+A group is an asset's epoch (readings since its last maintenance); ``start[i]`` marks the first
+reading of each. Kernels release the GIL: the batch engine runs its slices on threads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from features import aggregators as ag
+
+_N, _S, _Q, _MN, _MX = ag.N, ag.S, ag.Q, ag.MN, ag.MX
+_W_NJ, _W_NJJ, _W_SJ = ag.W_NJ, ag.W_NJJ, ag.W_SJ
+
+
+@njit(cache=True, nogil=True)
+def window_aggregates(
+    start: np.ndarray,
+    t: np.ndarray,
+    xs: np.ndarray,
+    cols: np.ndarray,
+    emit: np.ndarray,
+    width: float,
+    buckets: int,
+    out: np.ndarray,
+) -> None:
+    """Fill ``out`` ``(emitting rows, signals, WINDOW)`` with the window aggregates at each emitting
+    reading: its group's readings in the bucket of ``t`` and the ``buckets - 1`` before it, at or
+    before the reading; signals not in ``cols`` get the empty window. ``xs``: ``(rows, signals)``
+    values (NaN = missing); ``emit``: which rows get a window.
+
+    The closed buckets' window costs O(1) per bucket whatever ``buckets`` (van Herk / Gil-Werman):
+    a group's bucket ids are cut into blocks of ``buckets`` ids; the window of a bucket at position
+    ``p`` of its block is the tail of the previous block after ``p`` (running aggregates of that
+    block's buckets summed backwards once, when it ends) plus the head of its own block before ``p``
+    (summed forwards as buckets close). No sum is subtracted from another, so nothing cancels
+    however long the log, and min and max come the same way. Each reading then adds its own
+    bucket's running part. Blocks keep only their buckets that hold readings."""
+    k_sig = len(cols)
+    for c in range(out.shape[1]):
+        if c not in set(cols):
+            _empty_windows(out[:, c : c + 1])
+    block = np.empty((buckets, k_sig, ag.BUCKET))  # the current block's closed buckets, in order
+    block_at = np.empty(buckets, dtype=np.int64)  # and their positions in the block
+    tail = np.empty((buckets + 1, k_sig, ag.WINDOW))  # the previous block's, from its i-th bucket on
+    tail_at = np.empty(buckets + 1, dtype=np.int64)
+    head = np.empty((1, k_sig, ag.WINDOW))  # the current block's closed buckets, at their positions
+    cur = np.empty((1, k_sig, ag.BUCKET))  # the bucket of the newest reading
+    closed = np.empty((k_sig, ag.WINDOW))  # the window's closed buckets, at window positions
+    k0 = cur_k = b_cur = p_cur = np.int64(0)
+    filled = tails = nxt = 0  # buckets in ``block``; in ``tail``; the first tail at or after p + 1
+    m = 0
+    for i in range(xs.shape[0]):
+        k = np.int64(np.floor(t[i] / width))
+        if start[i] or k != cur_k:
+            b_new, p = (k - k0) // buckets, (k - k0) % buckets
+            if start[i]:
+                k0, b_new, p, filled, tails, nxt = k, 0, 0, 0, 0, 0
+                _empty_windows(tail[:1])
+                _empty_windows(head)
+            else:
+                _copy(block, filled, cur, 0)
+                block_at[filled] = p_cur
+                filled += 1
+                if b_new == b_cur:
+                    for c in range(k_sig):
+                        _place(head[0], c, cur, 0, c, float(p_cur))
+                else:
+                    tails = filled if b_new == b_cur + 1 else 0
+                    _empty_windows(tail[tails : tails + 1])
+                    for q in range(tails - 1, -1, -1):
+                        _copy(tail, q, tail, q + 1)
+                        tail_at[q] = block_at[q]
+                        for c in range(k_sig):
+                            _place(tail[q], c, block, q, c, float(block_at[q]))
+                    filled, nxt = 0, 0
+                    _empty_windows(head)
+            cur_k = k
+            for c in range(k_sig):
+                cur[0, c, _N], cur[0, c, _S], cur[0, c, _Q] = 0.0, 0.0, 0.0
+                cur[0, c, _MN], cur[0, c, _MX] = np.inf, -np.inf
+            b_cur, p_cur = b_new, p
+            while nxt < tails and tail_at[nxt] <= p:
+                nxt += 1
+            # The previous block's buckets after p sit at window position q - p - 1; this block's
+            # before p at q + buckets - 1 - p.
+            _join(closed, tail[nxt], -float(p + 1), head[0], float(buckets - 1 - p))
+        for c in range(k_sig):
+            v = xs[i, cols[c]]
+            if not np.isnan(v):
+                cur[0, c, _N] += 1.0
+                cur[0, c, _S] += v
+                cur[0, c, _Q] += v * v
+                cur[0, c, _MN] = min(cur[0, c, _MN], v)
+                cur[0, c, _MX] = max(cur[0, c, _MX], v)
+        if emit[i]:
+            j = float(buckets - 1)
+            for c in range(k_sig):
+                oc = cols[c]
+                n, sm = cur[0, c, _N], cur[0, c, _S]
+                out[m, oc, _N] = closed[c, _N] + n
+                out[m, oc, _S] = closed[c, _S] + sm
+                out[m, oc, _Q] = closed[c, _Q] + cur[0, c, _Q]
+                out[m, oc, _MN] = min(closed[c, _MN], cur[0, c, _MN])
+                out[m, oc, _MX] = max(closed[c, _MX], cur[0, c, _MX])
+                out[m, oc, _W_NJ] = closed[c, _W_NJ] + n * j
+                out[m, oc, _W_NJJ] = closed[c, _W_NJJ] + n * j * j
+                out[m, oc, _W_SJ] = closed[c, _W_SJ] + sm * j
+            m += 1
+
+
+@njit(cache=True, nogil=True)
+def _copy(dst: np.ndarray, i: int, src: np.ndarray, j: int) -> None:
+    """``dst[i] = src[j]`` without array views."""
+    for c in range(dst.shape[1]):
+        for f in range(dst.shape[2]):
+            dst[i, c, f] = src[j, c, f]
+
+
+@njit(cache=True, nogil=True)
+def _empty_windows(w: np.ndarray) -> None:
+    """Set every window of ``w`` ``(rows, signals, WINDOW)`` empty."""
+    for r in range(w.shape[0]):
+        for c in range(w.shape[1]):
+            for f in range(ag.WINDOW):
+                w[r, c, f] = 0.0
+            w[r, c, _MN], w[r, c, _MX] = np.inf, -np.inf
+
+
+@njit(cache=True, nogil=True)
+def _place(win: np.ndarray, c: int, buckets: np.ndarray, q: int, b: int, j: float) -> None:
+    """``ag.add_bucket`` for one signal: bucket ``buckets[q, b]`` at window position ``j`` into
+    ``win[c]`` (scalar indexing: array views cost more than the arithmetic here)."""
+    n, s = buckets[q, b, _N], buckets[q, b, _S]
+    win[c, _N] += n
+    win[c, _S] += s
+    win[c, _Q] += buckets[q, b, _Q]
+    win[c, _MN] = min(win[c, _MN], buckets[q, b, _MN])
+    win[c, _MX] = max(win[c, _MX], buckets[q, b, _MX])
+    win[c, _W_NJ] += n * j
+    win[c, _W_NJJ] += n * j * j
+    win[c, _W_SJ] += s * j
+
+
+@njit(cache=True, nogil=True)
+def _join(out: np.ndarray, a: np.ndarray, ca: float, b: np.ndarray, cb: float) -> None:
+    """``out`` = window aggregates ``a`` with every bucket moved ``ca`` positions on (``j -> j + ca``:
+    the position moments follow from the sums), merged with ``b`` moved ``cb`` on."""
+    for c in range(out.shape[0]):
+        an, bn, a_nj, b_nj = a[c, _N], b[c, _N], a[c, _W_NJ], b[c, _W_NJ]
+        out[c, _N] = an + bn
+        out[c, _S] = a[c, _S] + b[c, _S]
+        out[c, _Q] = a[c, _Q] + b[c, _Q]
+        out[c, _MN] = min(a[c, _MN], b[c, _MN])
+        out[c, _MX] = max(a[c, _MX], b[c, _MX])
+        out[c, _W_NJ] = (a_nj + ca * an) + (b_nj + cb * bn)
+        out[c, _W_NJJ] = (a[c, _W_NJJ] + ca * (2.0 * a_nj + ca * an)) + (
+            b[c, _W_NJJ] + cb * (2.0 * b_nj + cb * bn)
+        )
+        out[c, _W_SJ] = (a[c, _W_SJ] + ca * a[c, _S]) + (b[c, _W_SJ] + cb * b[c, _S])
+
+
+# What :func:`reading_state` keeps per signal, and what it returns per emitting reading.
+_SHIFT, _LAST_X, _LAST_T, _NUM, _DEN, _EW_T, _BASE_N, _BASE_S, _BASE_Q = range(9)
+SHIFT, LAST_X, LAST_T, EWMA, BASE_MEAN, BASE_STD = range(6)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def reading_state(
+    asset_start: np.ndarray,
+    start: np.ndarray,
+    t: np.ndarray,
+    x: np.ndarray,
+    emit: np.ndarray,
+    halflife: float,
+    n_base: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per reading, what the streaming engine keeps per asset beside its windows, in its arithmetic.
+
+    Returns ``xs`` (every row: ``x`` shifted by its asset's first value of the signal so far) and
+    ``(6, emitting rows, signals)``: the shift, the newest value and its time, the EWMA of ``xs``
+    (decayed by event time, half-life ``halflife``) and the mean and std of the group's first
+    ``n_base`` values (NaN until it has them). ``asset_start`` marks each asset's first reading,
+    ``start`` each group's (an asset's epoch: last values, EWMA and baseline start afresh)."""
+    rows, k_sig = x.shape
+    xs = np.empty((rows, k_sig))
+    out = np.empty((6, int(emit.sum()), k_sig))
+    st = np.zeros((9, k_sig))
+    e = 0
+    for i in range(rows):
+        for c in range(k_sig):
+            if asset_start[i]:
+                st[_SHIFT, c] = np.nan
+            if start[i]:
+                st[_LAST_X, c], st[_LAST_T, c] = np.nan, np.nan
+                for f in range(_NUM, _BASE_Q + 1):
+                    st[f, c] = 0.0
+            v = x[i, c]
+            if np.isnan(v):
+                xs[i, c] = np.nan
+                continue
+            if np.isnan(st[_SHIFT, c]):
+                st[_SHIFT, c] = v
+            d = v - st[_SHIFT, c]
+            xs[i, c] = d
+            st[_LAST_X, c], st[_LAST_T, c] = v, t[i]
+            decay = np.exp2(-(t[i] - st[_EW_T, c]) / halflife) if st[_DEN, c] > 0 else 0.0
+            st[_NUM, c] = st[_NUM, c] * decay + d
+            st[_DEN, c] = st[_DEN, c] * decay + 1.0
+            st[_EW_T, c] = t[i]
+            if st[_BASE_N, c] < n_base:
+                st[_BASE_N, c] += 1.0
+                st[_BASE_S, c] += d
+                st[_BASE_Q, c] += d * d
+        if emit[i]:
+            for c in range(k_sig):
+                out[SHIFT, e, c] = st[_SHIFT, c]
+                out[LAST_X, e, c], out[LAST_T, e, c] = st[_LAST_X, c], st[_LAST_T, c]
+                out[EWMA, e, c] = st[_NUM, c] / st[_DEN, c]  # NaN before the first value
+                n = st[_BASE_N, c]
+                if n >= n_base:
+                    mean = st[_BASE_S, c] / n
+                    out[BASE_MEAN, e, c] = mean
+                    out[BASE_STD, e, c] = np.sqrt(max(st[_BASE_Q, c] / n - mean**2, 0.0))
+                else:
+                    out[BASE_MEAN, e, c], out[BASE_STD, e, c] = np.nan, np.nan
+            e += 1
+    return xs, out
