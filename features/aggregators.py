@@ -136,19 +136,11 @@ def compute(spec: FeatureSpec, inp: Inputs, out: np.ndarray | None = None) -> np
                 per = mean(feat.window, feat.other) + inp.shift[:, col[feat.other]]
                 out[:, f] = np.where((np.abs(per) > 1e-9) & ~np.isnan(rise), rise / per, 0.0)
             else:
-                agg = inp.windows[feat.window][:, c]
-                out[:, f] = _window_stat(
-                    kind, agg, mean(feat.window, feat.signal), inp, c, widths[feat.window]
-                )
-    return out
-
-
-def _window_stat(kind: str, agg: np.ndarray, mu: np.ndarray, inp: Inputs, c: int, width: float) -> np.ndarray:
-    if kind not in _STAT_CODE:
-        raise ValueError(f"unknown window statistic {kind!r}")
-    out = np.empty(len(mu))
-    base_mean, base_std = inp.base_mean[:, c], inp.base_std[:, c]
-    _stat_kernel(_STAT_CODE[kind], agg, mu, inp.shift[:, c], base_mean, base_std, width, out)
+                if kind not in _STAT_CODE:
+                    raise ValueError(f"unknown window statistic {kind!r}")
+                agg, mu = inp.windows[feat.window][:, c], mean(feat.window, feat.signal)
+                base = inp.shift[:, c], inp.base_mean[:, c], inp.base_std[:, c]
+                _stat_kernel(_STAT_CODE[kind], agg, mu, *base, widths[feat.window], out[:, f])
     return out
 
 

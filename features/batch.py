@@ -32,7 +32,10 @@ from features import compiled
 from features.eventtime import emits, late_and_duplicates
 from features.spec import FeatureSpec
 
-CHUNK_ROWS = 250_000  # rows per slice of whole assets (bounds the memory of the window arrays)
+# Rows per slice of whole assets. A slice's working arrays stay a few MB, so the allocator reuses
+# them: first touches of freshly mapped memory cost as much as the arithmetic (1M readings: 0.57 s
+# on 2 threads with 32k-row slices, 0.72-0.93 s with 250k).
+CHUNK_ROWS = 32_768
 
 
 def compute_features(

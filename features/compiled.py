@@ -1,4 +1,5 @@
-"""Compiled loops of the batch engine (numba): one pass over a log sorted by (group, ts).
+"""Compiled loops of the feature engines (numba), mostly the batch engine's: one pass over a log
+sorted by (group, ts).
 
 Each kernel walks the readings in order and keeps a group's running state the way the streaming
 engine keeps an asset's, so a reading costs O(1) amortised and nothing is recomputed per reading.
@@ -230,3 +231,16 @@ def reading_state(
                     out[BASE_MEAN, e, c], out[BASE_STD, e, c] = np.nan, np.nan
             e += 1
     return xs, out
+
+
+@njit(cache=True, nogil=True)
+def running_clock(slots: np.ndarray, ts: np.ndarray, clock: np.ndarray) -> np.ndarray:
+    """Each reading's asset clock (the newest ``ts`` of its slot so far) just before it, in row
+    order; ``clock`` holds each slot's clock before the first row and is advanced in place."""
+    out = np.empty(len(ts))
+    for i in range(len(ts)):
+        s = slots[i]
+        out[i] = clock[s]
+        if ts[i] > clock[s]:
+            clock[s] = ts[i]
+    return out

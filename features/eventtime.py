@@ -15,30 +15,24 @@ decide it for a whole log at once.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
+
+from features import compiled
 
 
 def clock_before(slots: np.ndarray, ts: np.ndarray, clock0: np.ndarray | None = None) -> np.ndarray:
     """Each reading's asset clock just before it (delivery order), starting from ``clock0[slot]``."""
-    n = len(ts)
-    order = np.argsort(slots, kind="stable")
-    s, t = slots[order], ts[order]
-    running = pd.Series(t).groupby(s).cummax().to_numpy()
-    prev = np.empty(n)
-    prev[1:] = running[:-1]
-    if n:
-        prev[np.r_[True, s[1:] != s[:-1]]] = -np.inf
+    slots = np.asarray(slots, dtype=np.int64)
+    size = max(int(slots.max()) + 1 if len(slots) else 0, 0 if clock0 is None else len(clock0))
+    clock = np.full(size, -np.inf)
     if clock0 is not None:
-        prev = np.maximum(prev, clock0[s])
-    out = np.empty(n)
-    out[order] = prev
-    return out
+        clock[: len(clock0)] = clock0
+    return compiled.running_clock(slots, np.asarray(ts, dtype=np.float64), clock)
 
 
 def first_occurrences(slots: np.ndarray, ts: np.ndarray) -> np.ndarray:
     """True for the first row of each (slot, ts) pair in row order."""
     n = len(ts)
-    order = np.lexsort((np.arange(n), ts, slots))
+    order = np.lexsort((ts, slots))  # stable: ties keep row order
     s, t = slots[order], ts[order]
     first = np.ones(n, dtype=bool)
     first[1:] = (s[1:] != s[:-1]) | (t[1:] != t[:-1])
