@@ -4,10 +4,10 @@ A model of production size (the motor profile's forest and LSTM sizes, the LSTM 
 epoch: speed does not depend on how well it learnt) is trained on a synthetic run-to-failure log with
 the motor profile's feature spec, saved to a temporary registry and loaded back, so the figures are
 those of the serving path (:meth:`models.registry.Registry.load` -> :class:`models.inference.Predictor`,
-ONNX, one intra-op thread). Rows:
+ONNX, one thread per run). Rows:
 
 - ``ensemble predict, batches of 1024``: rows/s through ``Predictor.predict`` (forest + LSTM + blend);
-- the same with two onnxruntime intra-op threads (the machine's two cores on one scorer);
+- the same on two threads, each batch split across them (the machine's two cores on one scorer);
 - ``ensemble predict, batch of one``: median latency (p99 in the note);
 - ``scikit-learn per-row predict``: both forests called on one row at a time (what ONNX saves);
 - ``Keras model.predict per call``: the LSTM through ``model.predict`` on a batch of one, and a
@@ -94,7 +94,7 @@ def run(count: int, bus: Any, console) -> list[dict]:
             "note": f"{rows:,} rows, forest + LSTM (ONNX) + blend; {batched.per_cpu(rows)}",
         },
         {
-            "benchmark": "ensemble predict, batches of 1024, 2 onnxruntime threads",
+            "benchmark": "ensemble predict, batches of 1024, 2 threads",
             "value": two.rates(rows)[0],
             "unit": "rows/s",
             "target": ">= 50000",

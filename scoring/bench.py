@@ -1,7 +1,7 @@
 """`motorwatch bench score`: scorer throughput vs the raw model forward, latency under load, idle latency.
 
 Uses the latest model of the registry at ``$MOTORWATCH_REGISTRY`` (the real RF + LSTM ensemble, ONNX,
-one intra-op thread) and its profile. Feature vectors are drawn around the model's healthy baseline
+one thread) and its profile. Feature vectors are drawn around the model's healthy baseline
 (baseline + 2 x healthy spread x N(0, 1)), as Features messages of 5,000 assets on the in-process bus.
 
 - ``model forward``: ``Predictor.predict`` alone on batches of 1024 prepared arrays (the ceiling);

@@ -84,9 +84,8 @@ class ScorerConfig:
     # live plant (None). A simulated clock maps event time to wall time; a replayed log has none (off).
     event_wall_time: Callable[[np.ndarray], np.ndarray] | None = None
     measure_latency: bool = True
-    # onnxruntime intra-op threads per inference: 1 for one scorer per core; more when the scorer has
-    # cores to itself (scores then differ in the 7th digit, so offline replay, which must be
-    # byte-identical run to run, keeps 1).
+    # Threads a batch's inference is split across: 1 for one scorer per core; more when the scorer has
+    # cores to itself (the scores are exactly those of one thread).
     inference_threads: int = 1
 
 

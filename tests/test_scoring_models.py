@@ -19,7 +19,7 @@ from test_models_registry import PROFILE, SPEC, TINY, synthetic_log
 from ingest import topics
 from ingest.inproc import InProcessBus
 from ingest.schemas import Alert, Features, Score, decode_many, encode
-from models.inference import Predictor
+from models.inference import MIN_SPLIT_ROWS, Predictor
 from models.registry import Registry
 from models.sequences import windows
 from models.training import fit
@@ -59,7 +59,7 @@ def collect(bus, topic: str, cls, want: int, timeout_s: float = 60.0) -> list:
     return out
 
 
-@pytest.mark.parametrize("threads", [1, 2])  # `motorwatch score --threads`: same scores, more cores
+@pytest.mark.parametrize("threads", [1, 2])  # `motorwatch score --threads`: the same scores
 def test_streamed_scores_equal_the_training_windows_and_alerts_name_real_drivers(trained, threads):
     ds, result, registry = trained
     rows = np.flatnonzero(np.isin(ds.asset_id, ["1", "2", "3", "4"]))
@@ -79,6 +79,17 @@ def test_streamed_scores_equal_the_training_windows_and_alerts_name_real_drivers
     for a in collect(bus, topics.ALERTS, Alert, 10**9, timeout_s=0.5):
         assert a.model_version == "v0001"
         assert a.drivers and {d.feature for d in a.drivers} <= set(SPEC.names)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_a_batch_split_across_threads_scores_exactly_as_one_thread(trained, threads):
+    ds, result, _ = trained
+    rows = np.arange(min(len(ds.ts), 1000))
+    one, many = Predictor(result.bundle), Predictor(result.bundle, threads=threads)
+    last, seq = ds.values[rows], windows(ds.values, ds.asset_id, rows, one.seq_len)
+    assert len(rows) // MIN_SPLIT_ROWS >= threads  # the batch is really split
+    a, b = one.predict(last, seq), many.predict(last, seq)
+    assert np.array_equal(a.risk, b.risk) and np.array_equal(a.rul, b.rul)
 
 
 @pytest.mark.kafka

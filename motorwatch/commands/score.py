@@ -49,8 +49,8 @@ from motorwatch.config import BusConfig, bus_options, profile_option, registry_o
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="Inference threads (onnxruntime), for a scorer with cores to itself; scores may then differ "
-    "from one thread's in the 7th digit (summation order).",
+    help="Inference threads, for a scorer with cores to itself: each batch is split across them "
+    "(the scores are exactly those of one thread).",
 )
 @click.option(
     "--alertmanager",
