@@ -17,12 +17,11 @@ Statistics (per window, at the emitting reading):
 - ``rise_per``: ``(mean(signal) - baseline mean(signal)) / mean(per)`` (0 while undefined);
 - ``since_maintenance``: time since the last maintenance, or since the asset's first reading.
 
-A feature is NaN only when its window holds no value of its signal (a silent sensor).
+A feature is NaN only when its window holds no value of its signal (a silent sensor). The loops
+that build buckets and windows are compiled, in :mod:`features.compiled`.
 
->>> import numpy as np
->>> b = bucket_moments(np.array([[1.0], [3.0]]))
->>> b[:, 0].tolist()
-[[1.0, 1.0, 1.0, 1.0, 1.0], [1.0, 3.0, 9.0, 3.0, 3.0]]
+>>> empty_window(()).tolist()
+[0.0, 0.0, 0.0, inf, -inf, 0.0, 0.0, 0.0]
 """
 
 from __future__ import annotations
@@ -45,49 +44,11 @@ WINDOW = 8
 EMPTY_BUCKET = np.array([0.0, 0.0, 0.0, np.inf, -np.inf])
 
 
-def bucket_moments(x: np.ndarray) -> np.ndarray:
-    """Per-reading bucket contributions ``(rows, signals, BUCKET)`` of values ``x`` (NaN = missing)."""
-    present = ~np.isnan(x)
-    x0 = np.where(present, x, 0.0)
-    out = np.empty((*x.shape, BUCKET))
-    out[..., N] = present
-    out[..., S] = x0
-    out[..., Q] = x0 * x0
-    out[..., MN] = np.where(present, x, np.inf)
-    out[..., MX] = np.where(present, x, -np.inf)
-    return out
-
-
-def merge_into(acc: np.ndarray, part: np.ndarray) -> None:
-    """``acc += part`` for bucket or window aggregates (sums and position moments add, min/max
-    combine), in place."""
-    acc[..., :MN] += part[..., :MN]
-    acc[..., MX + 1 :] += part[..., MX + 1 :]
-    np.minimum(acc[..., MN], part[..., MN], out=acc[..., MN])
-    np.maximum(acc[..., MX], part[..., MX], out=acc[..., MX])
-
-
 def empty_window(shape: tuple[int, ...]) -> np.ndarray:
     out = np.zeros((*shape, WINDOW))
     out[..., W_MN] = np.inf
     out[..., W_MX] = -np.inf
     return out
-
-
-def add_bucket(win: np.ndarray, bucket: np.ndarray, j: np.ndarray | float) -> None:
-    """Add ``bucket`` aggregates at window position ``j`` (broadcast over signals) to ``win``, in place."""
-    j = np.asarray(j, dtype=np.float64)
-    if j.ndim:
-        j = j[..., None]
-    n = bucket[..., N]
-    win[..., W_N] += n
-    win[..., W_S] += bucket[..., S]
-    win[..., W_Q] += bucket[..., Q]
-    np.minimum(win[..., W_MN], bucket[..., MN], out=win[..., W_MN])
-    np.maximum(win[..., W_MX], bucket[..., MX], out=win[..., W_MX])
-    win[..., W_NJ] += n * j
-    win[..., W_NJJ] += n * j * j
-    win[..., W_SJ] += bucket[..., S] * j
 
 
 @dataclass(slots=True)

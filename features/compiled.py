@@ -16,6 +16,7 @@ from features import aggregators as ag
 
 _N, _S, _Q, _MN, _MX = ag.N, ag.S, ag.Q, ag.MN, ag.MX
 _W_NJ, _W_NJJ, _W_SJ = ag.W_NJ, ag.W_NJJ, ag.W_SJ
+NO_BUCKET = np.iinfo(np.int64).min  # a bucket id that no reading has
 
 
 @njit(cache=True, nogil=True)
@@ -134,8 +135,8 @@ def _empty_windows(w: np.ndarray) -> None:
 
 @njit(cache=True, nogil=True)
 def _place(win: np.ndarray, c: int, buckets: np.ndarray, q: int, b: int, j: float) -> None:
-    """``ag.add_bucket`` for one signal: bucket ``buckets[q, b]`` at window position ``j`` into
-    ``win[c]`` (scalar indexing: array views cost more than the arithmetic here)."""
+    """Add bucket ``buckets[q, b]`` (one signal) at window position ``j`` to ``win[c]`` (scalar
+    indexing: array views cost more than the arithmetic here)."""
     n, s = buckets[q, b, _N], buckets[q, b, _S]
     win[c, _N] += n
     win[c, _S] += s
@@ -243,4 +244,82 @@ def running_clock(slots: np.ndarray, ts: np.ndarray, clock: np.ndarray) -> np.nd
         out[i] = clock[s]
         if ts[i] > clock[s]:
             clock[s] = ts[i]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def stream_window_step(
+    sl: np.ndarray,
+    t: np.ndarray,
+    xs: np.ndarray,
+    width: float,
+    buckets: int,
+    cur_k: np.ndarray,
+    ring_k: np.ndarray,
+    ring: np.ndarray,
+    cur: np.ndarray,
+    closed: np.ndarray,
+) -> np.ndarray:
+    """The streaming engine's window step: one reading for each of the distinct assets ``sl``.
+
+    Per asset slot the state is the bucket id of its newest reading (``cur_k``) and that bucket's
+    running aggregate (``cur``), a ring of ``buckets`` closed buckets (``ring`` with ids
+    ``ring_k``) and the window of those before the current bucket (``closed``), summed again from
+    the ring when a new bucket opens. Returns the window aggregates ``(len(sl), signals, WINDOW)``
+    after each reading; the state is updated in place."""
+    m, k_sig = xs.shape
+    out = np.empty((m, k_sig, ag.WINDOW))
+    for r in range(m):
+        s = sl[r]
+        k = np.int64(np.floor(t[r] / width))
+        if k != cur_k[s]:
+            old = cur_k[s]
+            if old != NO_BUCKET:
+                pos = old % buckets
+                ring_k[s, pos] = old
+                for c in range(k_sig):
+                    for f in range(ag.BUCKET):
+                        ring[s, pos, c, f] = cur[s, c, f]
+            lo = k - buckets + 1
+            for c in range(k_sig):
+                for f in range(ag.WINDOW):
+                    closed[s, c, f] = 0.0
+                closed[s, c, _MN], closed[s, c, _MX] = np.inf, -np.inf
+            for q in range(buckets):
+                bid = ring_k[s, q]
+                if bid < lo or bid >= k:
+                    continue
+                j = float(bid - lo)
+                for c in range(k_sig):
+                    n, sm = ring[s, q, c, _N], ring[s, q, c, _S]
+                    closed[s, c, _N] += n
+                    closed[s, c, _S] += sm
+                    closed[s, c, _Q] += ring[s, q, c, _Q]
+                    closed[s, c, _MN] = min(closed[s, c, _MN], ring[s, q, c, _MN])
+                    closed[s, c, _MX] = max(closed[s, c, _MX], ring[s, q, c, _MX])
+                    closed[s, c, _W_NJ] += n * j
+                    closed[s, c, _W_NJJ] += n * j * j
+                    closed[s, c, _W_SJ] += sm * j
+            for c in range(k_sig):
+                cur[s, c, _N], cur[s, c, _S], cur[s, c, _Q] = 0.0, 0.0, 0.0
+                cur[s, c, _MN], cur[s, c, _MX] = np.inf, -np.inf
+            cur_k[s] = k
+        j = float(buckets - 1)
+        for c in range(k_sig):
+            v = xs[r, c]
+            if not np.isnan(v):
+                cur[s, c, _N] += 1.0
+                cur[s, c, _S] += v
+                cur[s, c, _Q] += v * v
+                cur[s, c, _MN] = min(cur[s, c, _MN], v)
+                cur[s, c, _MX] = max(cur[s, c, _MX], v)
+            n, sm = cur[s, c, _N], cur[s, c, _S]
+            out[r, c, _N] = closed[s, c, _N] + n
+            out[r, c, _S] = closed[s, c, _S] + sm
+            out[r, c, _Q] = closed[s, c, _Q] + cur[s, c, _Q]
+            out[r, c, _MN] = min(closed[s, c, _MN], cur[s, c, _MN])
+            out[r, c, _MX] = max(closed[s, c, _MX], cur[s, c, _MX])
+            out[r, c, _W_NJ] = closed[s, c, _W_NJ] + n * j
+            out[r, c, _W_NJJ] = closed[s, c, _W_NJJ] + n * j * j
+            out[r, c, _W_SJ] = closed[s, c, _W_SJ] + sm * j
     return out

@@ -35,11 +35,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from features import aggregators as ag
+from features import compiled
+from features.compiled import NO_BUCKET
 from features.eventtime import emits, late_and_duplicates
 from features.spec import FeatureSpec
 from ingest.schemas import ReadingBatch
-
-NO_BUCKET = np.iinfo(np.int64).min
 
 
 @dataclass(slots=True)
@@ -372,10 +372,7 @@ class FeatureEngine:
         st["base_n"][sl] += take
         st["base_s"][sl] += x0
         st["base_q"][sl] += x0 * x0
-        moments = ag.bucket_moments(xs)
-        windows = [
-            self._window_step(i, w.width, w.buckets, sl, t, moments) for i, w in enumerate(spec.windows)
-        ]
+        windows = [self._window_step(i, w.width, w.buckets, sl, t, xs) for i, w in enumerate(spec.windows)]
         first = np.isnan(st["prev_t"][sl])
         st["first_t"][sl[first]] = t[first]
         emit = emits(first, t, st["prev_t"][sl], spec.emit_every)
@@ -410,46 +407,12 @@ class FeatureEngine:
         return es, t[e], inputs
 
     def _window_step(
-        self, i: int, width: float, buckets: int, sl: np.ndarray, t: np.ndarray, moments: np.ndarray
+        self, i: int, width: float, buckets: int, sl: np.ndarray, t: np.ndarray, xs: np.ndarray
     ) -> np.ndarray:
         """Add one reading per asset to window ``i``; returns the window aggregates after it."""
         st = self._arrays
-        cur_k, ring_k, ring = st[f"w{i}_k"], st[f"w{i}_ring_k"], st[f"w{i}_ring"]
-        cur, closed = st[f"w{i}_cur"], st[f"w{i}_closed"]
-        k = np.floor(t / width).astype(np.int64)
-        roll = np.flatnonzero(k != cur_k[sl])
-        if len(roll):
-            rs, rk, old = sl[roll], k[roll], cur_k[sl[roll]]
-            had = old != NO_BUCKET
-            pos = old[had] % buckets
-            ring[rs[had], pos] = cur[rs[had]]
-            ring_k[rs[had], pos] = old[had]
-            ids = ring_k[rs]
-            lo = rk - buckets + 1
-            inside = (ids >= lo[:, None]) & (ids < rk[:, None])
-            agg = np.empty((len(rs), self.k, ag.WINDOW))
-            b = ring[rs]
-            j = np.where(inside, ids - lo[:, None], 0).astype(np.float64)
-            weights = np.stack([inside, inside * j, inside * j * j], axis=1).astype(np.float64)
-            sums = weights @ b[..., : ag.MN].reshape(len(rs), buckets, -1)  # (m, 3, signals * 3)
-            sums = sums.reshape(len(rs), 3, self.k, ag.MN)
-            agg[..., ag.W_N], agg[..., ag.W_S], agg[..., ag.W_Q] = (
-                sums[:, 0, :, f] for f in (ag.N, ag.S, ag.Q)
-            )
-            agg[..., ag.W_NJ], agg[..., ag.W_SJ] = sums[:, 1, :, ag.N], sums[:, 1, :, ag.S]
-            agg[..., ag.W_NJJ] = sums[:, 2, :, ag.N]
-            mask = inside[:, :, None]
-            agg[..., ag.W_MN] = np.where(mask, b[..., ag.MN], np.inf).min(axis=1)
-            agg[..., ag.W_MX] = np.where(mask, b[..., ag.MX], -np.inf).max(axis=1)
-            closed[rs] = agg
-            cur[rs] = ag.EMPTY_BUCKET
-            cur_k[rs] = rk
-        c = cur[sl]
-        ag.merge_into(c, moments)
-        cur[sl] = c
-        win = closed[sl]
-        ag.add_bucket(win, c, float(buckets - 1))
-        return win
+        state = (st[f"w{i}_{part}"] for part in ("k", "ring_k", "ring", "cur", "closed"))
+        return compiled.stream_window_step(sl, t, xs, width, buckets, *state)
 
     def _apply_maintenance(self, slots: np.ndarray, ts: np.ndarray) -> None:
         """The assets ``slots`` were maintained before their reading at ``ts``: their windows, last
