@@ -33,7 +33,16 @@ from ingest import topics
 from ingest.bus import Bus, Record, TopicPartition
 from ingest.deadletter import dead_letter
 from ingest.profiles import Profile
-from ingest.schemas import Features, MaintenanceEvent, Reason, Rejection, decode_many, decode_readings, encode
+from ingest.schemas import (
+    Features,
+    MaintenanceEvent,
+    Reason,
+    Rejection,
+    decode_many,
+    decode_readings,
+    encode,
+    encode_features,
+)
 
 log = logging.getLogger(__name__)
 
@@ -224,16 +233,9 @@ class FeatureWorker:
         return stale
 
     def _encode(self, emitted: Emitted) -> list[tuple[bytes, bytes]]:
-        names, out = self.names, []
-        finite = np.isfinite(emitted.values).all(axis=1)
-        for aid, ts, row, ok in zip(
-            emitted.asset_id, emitted.ts.tolist(), emitted.values.tolist(), finite.tolist(), strict=True
-        ):
-            feats = dict(zip(names, row, strict=True))
-            if not ok:
-                feats = {k: v for k, v in feats.items() if math.isfinite(v)}
-            out.append((aid.encode(), encode(Features(asset_id=aid, ts=ts, features=feats))))
-        return out
+        values = encode_features(emitted.asset_id, emitted.ts, self.names, emitted.values)
+        keys = {a: a.encode() for a in set(emitted.asset_id)}
+        return list(zip(map(keys.__getitem__, emitted.asset_id), values, strict=True))
 
     # -- recovery -------------------------------------------------------------------------------
 

@@ -338,28 +338,60 @@ def _json_floats(column: np.ndarray) -> list[bytes]:
     return _encoder.encode(column.tolist())[1:-1].split(b",")
 
 
-def encode_readings_columnar(batch: ReadingBatch) -> list[tuple[bytes, bytes]]:
-    """:func:`encode_readings`, byte for byte, about 3x faster: floats are formatted a column at a time
-    by msgspec and each message is joined from its parts in C. Rows lacking a signal fall back to
-    :func:`encode_readings`, which omits it."""
-    n = len(batch)
-    if n == 0:
-        return []
-    ts = np.asarray(batch.ts, dtype=np.float64)
-    values = np.asarray(batch.values, dtype=np.float64)
-    heads = {a: b'{"v":1,"asset_id":' + _encoder.encode(a) + b',"ts":' for a in set(batch.asset_id)}
-    parts: list[Iterable[bytes]] = [map(heads.__getitem__, batch.asset_id), _json_floats(ts)]
-    for j, name in enumerate(batch.signals):
-        parts.append(repeat((b',"values":{' if j == 0 else b",") + _encoder.encode(name) + b":", n))
+def _columnar(
+    asset_ids: Sequence[str],
+    ts: np.ndarray,
+    names: Sequence[str],
+    values: np.ndarray,
+    field: str,
+    tail: bytes,
+) -> list[bytes]:
+    """Messages ``{"v":..,"asset_id":..,"ts":..,"<field>":{name: value, ...}<tail>`` as msgspec writes
+    them: floats are formatted a column at a time and each message is joined from its parts in C."""
+    n = len(asset_ids)
+    head = b'{"v":%d,"asset_id":' % SCHEMA_VERSION
+    heads = {a: head + _encoder.encode(a) + b',"ts":' for a in set(asset_ids)}
+    opening = b',"' + field.encode() + b'":{'
+    parts: list[Iterable[bytes]] = [
+        map(heads.__getitem__, asset_ids),
+        _json_floats(np.asarray(ts, np.float64)),
+    ]
+    for j, name in enumerate(names):
+        parts.append(repeat((opening if j == 0 else b",") + _encoder.encode(name) + b":", n))
         parts.append(_json_floats(values[:, j]))
-    parts.append(repeat(b"}}" if batch.signals else b',"values":{}}', n))
-    out = list(map(b"".join, zip(*parts, strict=True)))
+    parts.append(repeat((b"}" if names else opening + b"}") + tail, n))
+    return list(map(b"".join, zip(*parts, strict=True)))
+
+
+def encode_readings_columnar(batch: ReadingBatch) -> list[tuple[bytes, bytes]]:
+    """:func:`encode_readings`, byte for byte, about 3x faster (see :func:`_columnar`). Rows lacking
+    a signal fall back to :func:`encode_readings`, which omits it."""
+    if len(batch) == 0:
+        return []
+    values = np.asarray(batch.values, dtype=np.float64)
+    out = _columnar(batch.asset_id, batch.ts, batch.signals, values, "values", b"}")
     gaps = np.flatnonzero(np.isnan(values).any(axis=1))
     if len(gaps):
         for row, pair in zip(gaps.tolist(), encode_readings(batch.take(gaps)), strict=True):
             out[row] = pair[1]
-    keys = {a: a.encode() for a in heads}
+    keys = {a: a.encode() for a in set(batch.asset_id)}
     return list(zip(map(keys.__getitem__, batch.asset_id), out, strict=True))
+
+
+def encode_features(
+    asset_ids: Sequence[str], ts: np.ndarray, names: Sequence[str], values: np.ndarray
+) -> list[bytes]:
+    """Feature vectors (``values[i]`` of ``asset_ids[i]`` at ``ts[i]``, columns ``names``) as
+    :class:`Features` messages, byte for byte as :func:`encode` writes them, a column at a time.
+    Non-finite features are left out of their message (undefined: the scorer fills them)."""
+    if len(asset_ids) == 0:
+        return []
+    values = np.asarray(values, dtype=np.float64)
+    out = _columnar(asset_ids, ts, names, values, "features", b',"stale":false}')
+    for row in np.flatnonzero(~np.isfinite(values).all(axis=1)).tolist():
+        feats = {k: v for k, v in zip(names, values[row].tolist(), strict=True) if math.isfinite(v)}
+        out[row] = encode(Features(asset_id=asset_ids[row], ts=float(ts[row]), features=feats))
+    return out
 
 
 def check_readings(

@@ -25,7 +25,15 @@ from ingest.bus import Bus, partition_for
 from ingest.profiles import load_profile
 from ingest.readers import read_log
 from ingest.replay import replay
-from ingest.schemas import ReadingBatch, decode_readings, encode_readings, encode_readings_columnar
+from ingest.schemas import (
+    Features,
+    ReadingBatch,
+    decode_readings,
+    encode,
+    encode_features,
+    encode_readings,
+    encode_readings_columnar,
+)
 from motorwatch.cli import main
 
 bus = test_bus_contract.bus  # fixture: the in-process bus, then a real Kafka broker
@@ -234,6 +242,33 @@ def test_columnar_encoder_is_byte_identical_to_msgspec(rows) -> None:
         message = msgspec.json.decode(value)
         assert message["asset_id"] == aid and message["ts"] == ts
         assert list(message["values"].values()) == [v for v in vals if not math.isnan(v)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.text(min_size=1, max_size=6),
+            finite,
+            st.lists(
+                st.one_of(finite, st.sampled_from([math.nan, math.inf, -math.inf])), min_size=3, max_size=3
+            ),
+        ),
+        max_size=20,
+    )
+)
+def test_feature_encoder_is_byte_identical_to_msgspec_and_leaves_out_non_finite_features(rows) -> None:
+    names = ("a", 'b"c', "d")
+    values = np.array([r[2] for r in rows], dtype=np.float64).reshape(len(rows), 3)
+    fast = encode_features([r[0] for r in rows], np.array([r[1] for r in rows]), names, values)
+    assert fast == [
+        encode(
+            Features(
+                asset_id=a, ts=t, features={k: v for k, v in zip(names, vs, strict=True) if math.isfinite(v)}
+            )
+        )
+        for a, t, vs in rows
+    ]
 
 
 def test_cli_replays_logs_and_reports_bad_rows(tmp_path: Path) -> None:
