@@ -217,17 +217,14 @@ def test_after_send_runs_after_each_batch_sent(logs: list[Path]) -> None:
 finite = st.floats(allow_nan=False, allow_infinity=False)
 
 
+def messages(missing: st.SearchStrategy[float]) -> st.SearchStrategy:
+    """Up to 20 ``(asset_id, ts, [3 values])``, each value finite or drawn from ``missing``."""
+    values = st.lists(st.one_of(finite, missing), min_size=3, max_size=3)
+    return st.lists(st.tuples(st.text(min_size=1, max_size=6), finite, values), max_size=20)
+
+
 @settings(max_examples=150, deadline=None)
-@given(
-    rows=st.lists(
-        st.tuples(
-            st.text(min_size=1, max_size=6),
-            finite,
-            st.lists(st.one_of(finite, st.just(math.nan)), min_size=3, max_size=3),
-        ),
-        max_size=20,
-    )
-)
+@given(rows=messages(st.just(math.nan)))
 def test_columnar_encoder_is_byte_identical_to_msgspec(rows) -> None:
     batch = ReadingBatch(
         ("a", 'b"c', "d"),
@@ -245,18 +242,7 @@ def test_columnar_encoder_is_byte_identical_to_msgspec(rows) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(
-    rows=st.lists(
-        st.tuples(
-            st.text(min_size=1, max_size=6),
-            finite,
-            st.lists(
-                st.one_of(finite, st.sampled_from([math.nan, math.inf, -math.inf])), min_size=3, max_size=3
-            ),
-        ),
-        max_size=20,
-    )
-)
+@given(rows=messages(st.sampled_from([math.nan, math.inf, -math.inf])))
 def test_feature_encoder_is_byte_identical_to_msgspec_and_leaves_out_non_finite_features(rows) -> None:
     names = ("a", 'b"c', "d")
     values = np.array([r[2] for r in rows], dtype=np.float64).reshape(len(rows), 3)
