@@ -44,7 +44,7 @@ def window_aggregates(
     bucket's running part. Blocks keep only their buckets that hold readings."""
     k_sig = len(cols)
     for c in range(out.shape[1]):
-        if c not in set(cols):
+        if not (cols == c).any():
             _empty_windows(out[:, c : c + 1])
     block = np.empty((buckets, k_sig, ag.BUCKET))  # the current block's closed buckets, in order
     block_at = np.empty(buckets, dtype=np.int64)  # and their positions in the block
@@ -52,7 +52,7 @@ def window_aggregates(
     tail_at = np.empty(buckets + 1, dtype=np.int64)
     head = np.empty((1, k_sig, ag.WINDOW))  # the current block's closed buckets, at their positions
     cur = np.empty((1, k_sig, ag.BUCKET))  # the bucket of the newest reading
-    closed = np.empty((k_sig, ag.WINDOW))  # the window's closed buckets, at window positions
+    closed = np.empty((1, k_sig, ag.WINDOW))  # the window's closed buckets, at window positions
     k0 = cur_k = b_cur = p_cur = np.int64(0)
     filled = tails = nxt = 0  # buckets in ``block``; in ``tail``; the first tail at or after p + 1
     m = 0
@@ -70,7 +70,7 @@ def window_aggregates(
                 filled += 1
                 if b_new == b_cur:
                     for c in range(k_sig):
-                        _place(head[0], c, cur, 0, c, float(p_cur))
+                        _place(head, 0, c, cur, 0, c, float(p_cur))
                 else:
                     tails = filled if b_new == b_cur + 1 else 0
                     _empty_windows(tail[tails : tails + 1])
@@ -78,40 +78,23 @@ def window_aggregates(
                         _copy(tail, q, tail, q + 1)
                         tail_at[q] = block_at[q]
                         for c in range(k_sig):
-                            _place(tail[q], c, block, q, c, float(block_at[q]))
+                            _place(tail, q, c, block, q, c, float(block_at[q]))
                     filled, nxt = 0, 0
                     _empty_windows(head)
             cur_k = k
             for c in range(k_sig):
-                cur[0, c, _N], cur[0, c, _S], cur[0, c, _Q] = 0.0, 0.0, 0.0
-                cur[0, c, _MN], cur[0, c, _MX] = np.inf, -np.inf
+                _clear_bucket(cur, 0, c)
             b_cur, p_cur = b_new, p
             while nxt < tails and tail_at[nxt] <= p:
                 nxt += 1
             # The previous block's buckets after p sit at window position q - p - 1; this block's
             # before p at q + buckets - 1 - p.
-            _join(closed, tail[nxt], -float(p + 1), head[0], float(buckets - 1 - p))
+            _join(closed[0], tail[nxt], -float(p + 1), head[0], float(buckets - 1 - p))
         for c in range(k_sig):
-            v = xs[i, cols[c]]
-            if not np.isnan(v):
-                cur[0, c, _N] += 1.0
-                cur[0, c, _S] += v
-                cur[0, c, _Q] += v * v
-                cur[0, c, _MN] = min(cur[0, c, _MN], v)
-                cur[0, c, _MX] = max(cur[0, c, _MX], v)
+            _add_value(cur, 0, c, xs[i, cols[c]])
         if emit[i]:
-            j = float(buckets - 1)
             for c in range(k_sig):
-                oc = cols[c]
-                n, sm = cur[0, c, _N], cur[0, c, _S]
-                out[m, oc, _N] = closed[c, _N] + n
-                out[m, oc, _S] = closed[c, _S] + sm
-                out[m, oc, _Q] = closed[c, _Q] + cur[0, c, _Q]
-                out[m, oc, _MN] = min(closed[c, _MN], cur[0, c, _MN])
-                out[m, oc, _MX] = max(closed[c, _MX], cur[0, c, _MX])
-                out[m, oc, _W_NJ] = closed[c, _W_NJ] + n * j
-                out[m, oc, _W_NJJ] = closed[c, _W_NJJ] + n * j * j
-                out[m, oc, _W_SJ] = closed[c, _W_SJ] + sm * j
+                _window_at(out, m, cols[c], closed, 0, c, cur, float(buckets - 1))
             m += 1
 
 
@@ -123,29 +106,71 @@ def _copy(dst: np.ndarray, i: int, src: np.ndarray, j: int) -> None:
             dst[i, c, f] = src[j, c, f]
 
 
+# The helpers below index one signal's bucket or window as ``a[r, c]`` with scalars: in these loops
+# an array view costs more than the arithmetic.
+
+
+@njit(cache=True, nogil=True)
+def _clear_bucket(b: np.ndarray, r: int, c: int) -> None:
+    b[r, c, _N], b[r, c, _S], b[r, c, _Q] = 0.0, 0.0, 0.0
+    b[r, c, _MN], b[r, c, _MX] = np.inf, -np.inf
+
+
+@njit(cache=True, nogil=True)
+def _clear_window(w: np.ndarray, r: int, c: int) -> None:
+    for f in range(ag.WINDOW):
+        w[r, c, f] = 0.0
+    w[r, c, _MN], w[r, c, _MX] = np.inf, -np.inf
+
+
 @njit(cache=True, nogil=True)
 def _empty_windows(w: np.ndarray) -> None:
     """Set every window of ``w`` ``(rows, signals, WINDOW)`` empty."""
     for r in range(w.shape[0]):
         for c in range(w.shape[1]):
-            for f in range(ag.WINDOW):
-                w[r, c, f] = 0.0
-            w[r, c, _MN], w[r, c, _MX] = np.inf, -np.inf
+            _clear_window(w, r, c)
 
 
 @njit(cache=True, nogil=True)
-def _place(win: np.ndarray, c: int, buckets: np.ndarray, q: int, b: int, j: float) -> None:
-    """Add bucket ``buckets[q, b]`` (one signal) at window position ``j`` to ``win[c]`` (scalar
-    indexing: array views cost more than the arithmetic here)."""
+def _add_value(b: np.ndarray, r: int, c: int, v: float) -> None:
+    """Count reading value ``v`` (NaN: missing, ignored) into bucket ``b[r, c]``."""
+    if not np.isnan(v):
+        b[r, c, _N] += 1.0
+        b[r, c, _S] += v
+        b[r, c, _Q] += v * v
+        b[r, c, _MN] = min(b[r, c, _MN], v)
+        b[r, c, _MX] = max(b[r, c, _MX], v)
+
+
+@njit(cache=True, nogil=True)
+def _place(win: np.ndarray, r: int, c: int, buckets: np.ndarray, q: int, b: int, j: float) -> None:
+    """Add bucket ``buckets[q, b]`` at window position ``j`` to window ``win[r, c]``."""
     n, s = buckets[q, b, _N], buckets[q, b, _S]
-    win[c, _N] += n
-    win[c, _S] += s
-    win[c, _Q] += buckets[q, b, _Q]
-    win[c, _MN] = min(win[c, _MN], buckets[q, b, _MN])
-    win[c, _MX] = max(win[c, _MX], buckets[q, b, _MX])
-    win[c, _W_NJ] += n * j
-    win[c, _W_NJJ] += n * j * j
-    win[c, _W_SJ] += s * j
+    win[r, c, _N] += n
+    win[r, c, _S] += s
+    win[r, c, _Q] += buckets[q, b, _Q]
+    win[r, c, _MN] = min(win[r, c, _MN], buckets[q, b, _MN])
+    win[r, c, _MX] = max(win[r, c, _MX], buckets[q, b, _MX])
+    win[r, c, _W_NJ] += n * j
+    win[r, c, _W_NJJ] += n * j * j
+    win[r, c, _W_SJ] += s * j
+
+
+@njit(cache=True, nogil=True)
+def _window_at(
+    out: np.ndarray, m: int, oc: int, closed: np.ndarray, r: int, c: int, cur: np.ndarray, j: float
+) -> None:
+    """``out[m, oc]`` = the closed buckets' window ``closed[r, c]`` plus the running bucket
+    ``cur[r, c]`` at position ``j``: the window at a reading (one pass)."""
+    n, s = cur[r, c, _N], cur[r, c, _S]
+    out[m, oc, _N] = closed[r, c, _N] + n
+    out[m, oc, _S] = closed[r, c, _S] + s
+    out[m, oc, _Q] = closed[r, c, _Q] + cur[r, c, _Q]
+    out[m, oc, _MN] = min(closed[r, c, _MN], cur[r, c, _MN])
+    out[m, oc, _MX] = max(closed[r, c, _MX], cur[r, c, _MX])
+    out[m, oc, _W_NJ] = closed[r, c, _W_NJ] + n * j
+    out[m, oc, _W_NJJ] = closed[r, c, _W_NJJ] + n * j * j
+    out[m, oc, _W_SJ] = closed[r, c, _W_SJ] + s * j
 
 
 @njit(cache=True, nogil=True)
@@ -281,45 +306,18 @@ def stream_window_step(
                     for f in range(ag.BUCKET):
                         ring[s, pos, c, f] = cur[s, c, f]
             lo = k - buckets + 1
+            own = ring[s]  # (buckets, signals, BUCKET)
             for c in range(k_sig):
-                for f in range(ag.WINDOW):
-                    closed[s, c, f] = 0.0
-                closed[s, c, _MN], closed[s, c, _MX] = np.inf, -np.inf
+                _clear_window(closed, s, c)
             for q in range(buckets):
                 bid = ring_k[s, q]
-                if bid < lo or bid >= k:
-                    continue
-                j = float(bid - lo)
-                for c in range(k_sig):
-                    n, sm = ring[s, q, c, _N], ring[s, q, c, _S]
-                    closed[s, c, _N] += n
-                    closed[s, c, _S] += sm
-                    closed[s, c, _Q] += ring[s, q, c, _Q]
-                    closed[s, c, _MN] = min(closed[s, c, _MN], ring[s, q, c, _MN])
-                    closed[s, c, _MX] = max(closed[s, c, _MX], ring[s, q, c, _MX])
-                    closed[s, c, _W_NJ] += n * j
-                    closed[s, c, _W_NJJ] += n * j * j
-                    closed[s, c, _W_SJ] += sm * j
+                if lo <= bid < k:
+                    for c in range(k_sig):
+                        _place(closed, s, c, own, q, c, float(bid - lo))
             for c in range(k_sig):
-                cur[s, c, _N], cur[s, c, _S], cur[s, c, _Q] = 0.0, 0.0, 0.0
-                cur[s, c, _MN], cur[s, c, _MX] = np.inf, -np.inf
+                _clear_bucket(cur, s, c)
             cur_k[s] = k
-        j = float(buckets - 1)
         for c in range(k_sig):
-            v = xs[r, c]
-            if not np.isnan(v):
-                cur[s, c, _N] += 1.0
-                cur[s, c, _S] += v
-                cur[s, c, _Q] += v * v
-                cur[s, c, _MN] = min(cur[s, c, _MN], v)
-                cur[s, c, _MX] = max(cur[s, c, _MX], v)
-            n, sm = cur[s, c, _N], cur[s, c, _S]
-            out[r, c, _N] = closed[s, c, _N] + n
-            out[r, c, _S] = closed[s, c, _S] + sm
-            out[r, c, _Q] = closed[s, c, _Q] + cur[s, c, _Q]
-            out[r, c, _MN] = min(closed[s, c, _MN], cur[s, c, _MN])
-            out[r, c, _MX] = max(closed[s, c, _MX], cur[s, c, _MX])
-            out[r, c, _W_NJ] = closed[s, c, _W_NJ] + n * j
-            out[r, c, _W_NJJ] = closed[s, c, _W_NJJ] + n * j * j
-            out[r, c, _W_SJ] = closed[s, c, _W_SJ] + sm * j
+            _add_value(cur, s, c, xs[r, c])
+            _window_at(out, r, c, closed, s, c, cur, float(buckets - 1))
     return out
