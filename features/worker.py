@@ -233,9 +233,7 @@ class FeatureWorker:
         return stale
 
     def _encode(self, emitted: Emitted) -> list[tuple[bytes, bytes]]:
-        values = encode_features(emitted.asset_id, emitted.ts, self.names, emitted.values)
-        keys = {a: a.encode() for a in set(emitted.asset_id)}
-        return list(zip(map(keys.__getitem__, emitted.asset_id), values, strict=True))
+        return encode_features(emitted.asset_id, emitted.ts, self.names, emitted.values)
 
     # -- recovery -------------------------------------------------------------------------------
 

@@ -374,16 +374,16 @@ def encode_readings_columnar(batch: ReadingBatch) -> list[tuple[bytes, bytes]]:
     if len(gaps):
         for row, pair in zip(gaps.tolist(), encode_readings(batch.take(gaps)), strict=True):
             out[row] = pair[1]
-    keys = {a: a.encode() for a in set(batch.asset_id)}
-    return list(zip(map(keys.__getitem__, batch.asset_id), out, strict=True))
+    return _keyed(batch.asset_id, out)
 
 
 def encode_features(
     asset_ids: Sequence[str], ts: np.ndarray, names: Sequence[str], values: np.ndarray
-) -> list[bytes]:
+) -> list[tuple[bytes, bytes]]:
     """Feature vectors (``values[i]`` of ``asset_ids[i]`` at ``ts[i]``, columns ``names``) as
-    :class:`Features` messages, byte for byte as :func:`encode` writes them, a column at a time.
-    Non-finite features are left out of their message (undefined: the scorer fills them)."""
+    :class:`Features` ``(key, value)`` messages keyed by asset id, byte for byte as :func:`encode`
+    writes them, a column at a time. Non-finite features are left out of their message (undefined:
+    the scorer fills them)."""
     if len(asset_ids) == 0:
         return []
     values = np.asarray(values, dtype=np.float64)
@@ -391,7 +391,13 @@ def encode_features(
     for row in np.flatnonzero(~np.isfinite(values).all(axis=1)).tolist():
         feats = {k: v for k, v in zip(names, values[row].tolist(), strict=True) if math.isfinite(v)}
         out[row] = encode(Features(asset_id=asset_ids[row], ts=float(ts[row]), features=feats))
-    return out
+    return _keyed(asset_ids, out)
+
+
+def _keyed(asset_ids: Sequence[str], values: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """``values`` as bus messages keyed by their asset id (each distinct id encoded once)."""
+    keys = {a: a.encode() for a in set(asset_ids)}
+    return list(zip(map(keys.__getitem__, asset_ids), values, strict=True))
 
 
 def check_readings(

@@ -248,10 +248,15 @@ def test_feature_encoder_is_byte_identical_to_msgspec_and_leaves_out_non_finite_
     values = np.array([r[2] for r in rows], dtype=np.float64).reshape(len(rows), 3)
     fast = encode_features([r[0] for r in rows], np.array([r[1] for r in rows]), names, values)
     assert fast == [
-        encode(
-            Features(
-                asset_id=a, ts=t, features={k: v for k, v in zip(names, vs, strict=True) if math.isfinite(v)}
-            )
+        (
+            a.encode(),
+            encode(
+                Features(
+                    asset_id=a,
+                    ts=t,
+                    features={k: v for k, v in zip(names, vs, strict=True) if math.isfinite(v)},
+                )
+            ),
         )
         for a, t, vs in rows
     ]
