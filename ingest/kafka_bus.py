@@ -34,6 +34,7 @@ from kafka.errors import (
 )
 from kafka.producer.producer_batch import ProducerBatch
 from kafka.record.memory_records import MemoryRecordsBuilder
+from kafka.structs import MemberState
 
 from ingest.bus import BusError, RebalanceCallback, Record, partition_for
 from ingest.bus import TopicPartition as TopicPartitionTuple
@@ -49,6 +50,8 @@ MAX_PENDING_BATCHES = 64  # unacknowledged batches before send_batch blocks (~64
 LINGER_MS = 5
 DEFAULT_TIMEOUT_S = 5.0
 DELIVERY_TIMEOUT_S = 30.0
+MAX_POLL_INTERVAL_MS = 30_000
+REJOIN_BOUND_S = 45.0  # longer than any rebalance the broker lets run (MAX_POLL_INTERVAL_MS)
 _NO_HEADERS: tuple = ()
 
 T = TypeVar("T")
@@ -143,8 +146,10 @@ class KafkaBus:
         *,
         on_assign: RebalanceCallback | None = None,
         on_revoke: RebalanceCallback | None = None,
+        rejoin_bound_s: float = REJOIN_BOUND_S,
     ) -> _Consumer:
-        return _Consumer(self, topics, group_id, on_assign, on_revoke)
+        """See :meth:`ingest.bus.Bus.consumer`; ``rejoin_bound_s``: see :class:`_Consumer`."""
+        return _Consumer(self, topics, group_id, on_assign, on_revoke, rejoin_bound_s=rejoin_bound_s)
 
     def close(self) -> None:
         self._admin.close()
@@ -309,7 +314,15 @@ class _FastPartitionRecords(Fetcher.PartitionRecords):
 
 
 class _Consumer:
-    """A member of a consumer group; commits only on :meth:`commit` (never automatically)."""
+    """A member of a consumer group; commits only on :meth:`commit` (never automatically).
+
+    Self-healing: kafka-python 3.0 can leave a member out of its group for good after a rebalance
+    (seen on this project's CI: a leader that never sends its SyncGroup, or a member dropped by the
+    broker that spins looking for its coordinator and never rejoins). The broker ends any rebalance
+    within the rebalance timeout (``max_poll_interval_ms``), so a member that is not stable for
+    ``rejoin_bound_s`` is stuck in the client: :meth:`poll_batch` then replaces the client with a
+    fresh one, which rejoins and resumes from the committed offsets (records after the last commit
+    are delivered again, as after any rebalance)."""
 
     def __init__(
         self,
@@ -318,12 +331,24 @@ class _Consumer:
         group_id: str,
         on_assign: RebalanceCallback | None,
         on_revoke: RebalanceCallback | None,
+        *,
+        rejoin_bound_s: float = REJOIN_BOUND_S,
     ) -> None:
-        self._kafka = _connect(
+        self._bus, self._topics, self._group_id = bus, list(topics), group_id
+        self._listener = _Listener(on_assign, on_revoke)
+        self._rejoin_bound_s = rejoin_bound_s
+        self._unstable_since: float | None = None
+        self.rejoins = 0  # clients replaced because their membership was stuck
+        self._kafka = self._join()
+
+    def _join(self) -> KafkaConsumer:
+        """A new client subscribed to the topics (it joins the group on its first poll)."""
+        bus = self._bus
+        kafka = _connect(
             bus.bootstrap,
             lambda: KafkaConsumer(
                 **bus._client_config(),
-                group_id=group_id,
+                group_id=self._group_id,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 max_poll_records=10_000,
@@ -331,25 +356,45 @@ class _Consumer:
                 fetch_max_wait_ms=100,
                 session_timeout_ms=10_000,
                 heartbeat_interval_ms=1_000,
-                # Also the broker's bound on a rebalance: a leader that never sends its SyncGroup (seen
-                # with kafka-python 3.0 on a slow machine, right after a metadata-triggered rejoin) is
-                # dropped after this and its consumer rejoins, rather than stalling the group for the
-                # default 5 minutes. Every stage polls far more often than this.
-                max_poll_interval_ms=30_000,
+                # Also the broker's bound on a rebalance (see the class doc): every stage polls far
+                # more often than this.
+                max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
             ),
         )
-        self._kafka._fetcher.PartitionRecords = _FastPartitionRecords  # see _FastPartitionRecords
+        kafka._fetcher.PartitionRecords = _FastPartitionRecords  # see _FastPartitionRecords
         # Know the topics' partitions before joining: a group whose leader assigns before the client
         # has the topics' metadata gets no partitions, and kafka-python may not rejoin for minutes.
-        for topic in topics:
-            self._kafka.partitions_for_topic(topic)
-        self._kafka.subscribe(list(topics), listener=_Listener(on_assign, on_revoke))
+        for topic in self._topics:
+            kafka.partitions_for_topic(topic)
+        kafka.subscribe(self._topics, listener=self._listener)
+        return kafka
+
+    def _check_membership(self) -> None:
+        """Replace the client when its membership has been unstable longer than a rebalance can be."""
+        if self._kafka.group_metadata().state == MemberState.STABLE:
+            self._unstable_since = None
+            return
+        now = time.monotonic()
+        if self._unstable_since is None:
+            self._unstable_since = now
+        elif now - self._unstable_since > self._rejoin_bound_s:
+            log.warning(
+                "consumer of group %s not in a stable group for %.0f s (stuck in kafka-python): "
+                "replacing it; records after the last commit are delivered again",
+                self._group_id,
+                now - self._unstable_since,
+            )
+            self._kafka.close(autocommit=False, timeout_ms=int(DEFAULT_TIMEOUT_S * 1000))
+            self._kafka = self._join()
+            self._unstable_since = None
+            self.rejoins += 1
 
     def poll_batch(self, max_records: int = 1000, timeout_s: float = 0.1) -> list[Record]:
         try:
             polled = self._kafka.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         except KafkaError as exc:
             raise BusError(f"poll failed: {exc}") from exc
+        self._check_membership()
         if len(polled) == 1:
             return next(iter(polled.values()))
         return [record for records in polled.values() for record in records]

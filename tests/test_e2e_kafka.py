@@ -92,14 +92,18 @@ class Topics:
     def count(self, name: str) -> int:
         return sum(self._offsets.end_offsets(self._partitions(name)).values())
 
-    def consumed(self, group: str, name: str) -> bool:
-        """Whether ``group`` committed the end of every partition of topic ``name`` (a worker
-        commits only once what it made of the records is produced and flushed)."""
+    def uncommitted(self, group: str, name: str) -> dict[int, int]:
+        """Per partition of topic ``name``, the records ``group`` has not committed (a worker commits
+        only once what it made of the records is produced and flushed); every partition when the
+        topic does not exist yet."""
         tps = self._partitions(name)
+        if not tps:
+            return {-1: -1}
         group_id = self.prefix + group
         committed = self._admin.list_group_offsets({group_id: tps})[group_id]
         ends = self._offsets.end_offsets(tps)
-        return bool(tps) and all(tp in committed and committed[tp].offset == ends[tp] for tp in tps)
+        behind = {tp.partition: ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps}
+        return {p: n for p, n in behind.items() if n}
 
     def read(self, name: str, cls: type) -> list:
         """Every message of topic ``name``, decoded (all of them must decode)."""
@@ -123,6 +127,15 @@ class Topics:
     def close(self) -> None:
         self._offsets.close()
         self._admin.close()
+
+
+def log_tails(logs: dict[str, Path], lines: int = 60) -> str:
+    """The last lines of each worker's log, for a failure message."""
+    return "\n".join(
+        f"--- {name}.log\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+        for name, log in logs.items()
+        if log.is_file()
+    )
 
 
 def start(args: list[str], log: Path) -> subprocess.Popen:
@@ -172,10 +185,15 @@ def run(tmp_path: Path, kafka_bootstrap: str, registry: Path) -> Iterator[dict]:
         assert sim.returncode == 0, sim.stderr[-3000:]
         sent = pd.read_parquet(tmp_path / "sent" / "readings.parquet")
 
-        def drained() -> bool:
-            return check.consumed("features", topics.READINGS) and check.consumed("scorer", topics.FEATURES)
+        def behind() -> dict[str, dict[int, int]]:
+            lag = {"features": check.uncommitted("features", topics.READINGS)}
+            lag["scorer"] = check.uncommitted("scorer", topics.FEATURES)
+            return {group: partitions for group, partitions in lag.items() if partitions}
 
-        wait_for(drained, "features and scorer to commit the ends of their input topics", 120)
+        try:
+            wait_for(lambda: not behind(), "features and scorer to commit their input topics", 120)
+        except pytest.fail.Exception:
+            pytest.fail(f"uncommitted records per partition: {behind()}\n{log_tails(logs)}")
         features_metrics, score_metrics = Metrics(ports["features"]), Metrics(ports["score"])
         exits = {name: stopped(proc, logs[name]) for name, proc in procs.items()}
         yield {
@@ -197,9 +215,7 @@ def run(tmp_path: Path, kafka_bootstrap: str, registry: Path) -> Iterator[dict]:
 
 def test_every_reading_is_accounted_for_and_failing_motors_are_alerted_before_they_fail(run: dict) -> None:
     sent, f, s, t = run["sent"], run["features"], run["score"], run["topics"]
-    assert run["exits"] == {"features": 0, "score": 0}, {
-        k: v.read_text()[-2000:] for k, v in run["logs"].items()
-    }
+    assert run["exits"] == {"features": 0, "score": 0}, log_tails(run["logs"])
 
     # Readings: all on the bus, each with exactly one outcome at the feature worker.
     outcome = {

@@ -10,7 +10,9 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from kafka.future import Future as KafkaFuture
 from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
+from kafka.structs import MemberState
 
 from ingest.bus import BusError, Record, partition_for
 from ingest.kafka_bus import KafkaBus
@@ -84,6 +86,51 @@ def test_round_trip_places_each_key_on_partition_for_and_keeps_its_order(bus: Ka
         assert [r.value for r in mine] == [v for k, v in sent if k == key], "per-key order"
         assert [r.offset for r in mine] == sorted(r.offset for r in mine)
     assert all(r.topic == topic and before_ms - 1000 <= r.timestamp_ms <= time.time() * 1000 for r in got)
+
+
+@pytest.mark.kafka
+def test_a_consumer_stuck_in_a_rebalance_is_replaced_and_resumes_from_the_committed_offsets(
+    bus: KafkaBus,
+) -> None:
+    """The stall seen with kafka-python 3.0 on CI (a rebalance of one member that never completes, so
+    the member is dropped and never rejoins), injected into this client: its JoinGroup/SyncGroup
+    round trip never finishes. The consumer replaces the client and goes on."""
+    topic = fresh("stuck")
+    bus.create_topics([topic], 2)
+    producer = bus.producer()
+    first = [(b"m%03d" % (i % 50), b"first %05d" % i) for i in range(1_000)]
+    second = [(b"m%03d" % (i % 50), b"second %05d" % i) for i in range(1_000)]
+    consumer = bus.consumer([topic], fresh("group"), rejoin_bound_s=3.0)
+
+    def poll_until(count: int) -> list[Record]:
+        got: list[Record] = []
+        deadline = time.monotonic() + 60
+        while len(got) < count and time.monotonic() < deadline:
+            got += consumer.poll_batch(max_records=5_000, timeout_s=0.2)
+        return got
+
+    try:
+        producer.send_batch(topic, first)
+        producer.flush()
+        assert sorted(r.value for r in poll_until(len(first))) == sorted(v for _, v in first)
+        consumer.commit()
+
+        coordinator = consumer._kafka._coordinator  # kafka-python internals: the fault injected
+
+        async def never_completes() -> None:
+            coordinator.state = MemberState.REBALANCING  # as the real round trip does first
+            await KafkaFuture()
+
+        coordinator._do_join_and_sync_async = never_completes
+        coordinator.request_rejoin()
+        producer.send_batch(topic, second)
+        producer.flush()
+        got = poll_until(len(second))
+    finally:
+        consumer.close()
+        producer.close()
+    assert consumer.rejoins == 1
+    assert sorted(r.value for r in got) == sorted(v for _, v in second), "each message once, none lost"
 
 
 def kafka_python_batch(
