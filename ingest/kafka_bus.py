@@ -316,13 +316,16 @@ class _FastPartitionRecords(Fetcher.PartitionRecords):
 class _Consumer:
     """A member of a consumer group; commits only on :meth:`commit` (never automatically).
 
-    Self-healing: kafka-python 3.0 can leave a member out of its group for good after a rebalance
-    (seen on this project's CI: a leader that never sends its SyncGroup, or a member dropped by the
-    broker that spins looking for its coordinator and never rejoins). The broker ends any rebalance
-    within the rebalance timeout (``max_poll_interval_ms``), so a member that is not stable for
-    ``rejoin_bound_s`` is stuck in the client: :meth:`poll_batch` then replaces the client with a
-    fresh one, which rejoins and resumes from the committed offsets (records after the last commit
-    are delivered again, as after any rebalance)."""
+    Self-healing, because kafka-python 3.0.12 can leave a member out of its group for good (seen on
+    this project's CI, then traced): a rejoin that the leader starts because its metadata changed can
+    outlive the poll that began it, and the assignment the leader performs makes the metadata agree
+    again, so later polls see no reason to rejoin and never complete the join. The member stays
+    "rebalancing", without partitions or heartbeats. :meth:`poll_batch` spots that limbo and asks
+    for a rejoin, which completes at the next poll (``limbo_rejoins``). As a backstop for any other
+    way of getting stuck: the broker ends a rebalance within the rebalance timeout
+    (``max_poll_interval_ms``), so a member not stable for ``rejoin_bound_s`` is stuck in the client,
+    which is replaced by a fresh one (``replacements``) that resumes from the committed offsets
+    (records after the last commit are delivered again, as after any rebalance)."""
 
     def __init__(
         self,
@@ -338,7 +341,8 @@ class _Consumer:
         self._listener = _Listener(on_assign, on_revoke)
         self._rejoin_bound_s = rejoin_bound_s
         self._unstable_since: float | None = None
-        self.rejoins = 0  # clients replaced because their membership was stuck
+        self.limbo_rejoins = 0
+        self.replacements = 0
         self._kafka = self._join()
 
     def _join(self) -> KafkaConsumer:
@@ -370,10 +374,17 @@ class _Consumer:
         return kafka
 
     def _check_membership(self) -> None:
-        """Replace the client when its membership has been unstable longer than a rebalance can be."""
-        if self._kafka.group_metadata().state == MemberState.STABLE:
+        """Get the client out of the rebalance limbo; replace it when its membership has been
+        unstable for longer than a rebalance can be (see the class doc)."""
+        coordinator = self._kafka._coordinator
+        state = coordinator.state
+        if state == MemberState.STABLE:
             self._unstable_since = None
             return
+        if state == MemberState.REBALANCING and not coordinator.need_rejoin():
+            log.info("consumer of group %s: completing a rejoin kafka-python left pending", self._group_id)
+            coordinator.request_rejoin()
+            self.limbo_rejoins += 1
         now = time.monotonic()
         if self._unstable_since is None:
             self._unstable_since = now
@@ -387,7 +398,7 @@ class _Consumer:
             self._kafka.close(autocommit=False, timeout_ms=int(DEFAULT_TIMEOUT_S * 1000))
             self._kafka = self._join()
             self._unstable_since = None
-            self.rejoins += 1
+            self.replacements += 1
 
     def poll_batch(self, max_records: int = 1000, timeout_s: float = 0.1) -> list[Record]:
         try:

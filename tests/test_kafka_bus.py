@@ -7,7 +7,8 @@ from __future__ import annotations
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from kafka.future import Future as KafkaFuture
@@ -88,19 +89,15 @@ def test_round_trip_places_each_key_on_partition_for_and_keeps_its_order(bus: Ka
     assert all(r.topic == topic and before_ms - 1000 <= r.timestamp_ms <= time.time() * 1000 for r in got)
 
 
-@pytest.mark.kafka
-def test_a_consumer_stuck_in_a_rebalance_is_replaced_and_resumes_from_the_committed_offsets(
-    bus: KafkaBus,
-) -> None:
-    """The stall seen with kafka-python 3.0 on CI (a rebalance of one member that never completes, so
-    the member is dropped and never rejoins), injected into this client: its JoinGroup/SyncGroup
-    round trip never finishes. The consumer replaces the client and goes on."""
-    topic = fresh("stuck")
+def through_a_fault(bus: KafkaBus, inject: Callable[[Any], None], rejoin_bound_s: float) -> tuple[Any, list]:
+    """A consumer reads and commits 1,000 messages, ``inject`` breaks its kafka-python client, 1,000
+    more are produced: returns the consumer (closed) and what it read of the second 1,000 in 60 s."""
+    topic = fresh("fault")
     bus.create_topics([topic], 2)
     producer = bus.producer()
     first = [(b"m%03d" % (i % 50), b"first %05d" % i) for i in range(1_000)]
     second = [(b"m%03d" % (i % 50), b"second %05d" % i) for i in range(1_000)]
-    consumer = bus.consumer([topic], fresh("group"), rejoin_bound_s=3.0)
+    consumer = bus.consumer([topic], fresh("group"), rejoin_bound_s=rejoin_bound_s)
 
     def poll_until(count: int) -> list[Record]:
         got: list[Record] = []
@@ -114,8 +111,43 @@ def test_a_consumer_stuck_in_a_rebalance_is_replaced_and_resumes_from_the_commit
         producer.flush()
         assert sorted(r.value for r in poll_until(len(first))) == sorted(v for _, v in first)
         consumer.commit()
+        inject(consumer._kafka)  # kafka-python internals: the fault
+        producer.send_batch(topic, second)
+        producer.flush()
+        got = poll_until(len(second))
+    finally:
+        consumer.close()
+        producer.close()
+    assert sorted(r.value for r in got) == sorted(v for _, v in second), "each message once, none lost"
+    return consumer, got
 
-        coordinator = consumer._kafka._coordinator  # kafka-python internals: the fault injected
+
+@pytest.mark.kafka
+def test_a_consumer_left_in_kafka_pythons_rebalance_limbo_rejoins_at_once(bus: KafkaBus) -> None:
+    """The stall of CI, as traced in kafka-python 3.0.12: a rejoin the leader started because its
+    metadata changed outlives the poll that began it; the assignment it performs makes the metadata
+    agree again, so the next polls see no reason to rejoin and never complete the join: the member
+    stays rebalancing, without partitions or heartbeats, for good."""
+
+    def limbo(kafka: Any) -> None:
+        coordinator = kafka._coordinator
+        coordinator.state = MemberState.REBALANCING
+        coordinator._disable_heartbeat()
+        kafka._subscription.assign_from_subscribed([])  # revoked when the join began
+        assert not coordinator.need_rejoin()
+
+    consumer, _ = through_a_fault(bus, limbo, rejoin_bound_s=1e9)
+    assert (consumer.limbo_rejoins, consumer.replacements) == (1, 0)
+
+
+@pytest.mark.kafka
+def test_a_consumer_whose_rebalance_never_completes_is_replaced(bus: KafkaBus) -> None:
+    """Any other way a client stays out of its group: its JoinGroup/SyncGroup round trip never
+    finishes. After ``rejoin_bound_s`` the consumer replaces the client, which resumes from the
+    committed offsets."""
+
+    def hang(kafka: Any) -> None:
+        coordinator = kafka._coordinator
 
         async def never_completes() -> None:
             coordinator.state = MemberState.REBALANCING  # as the real round trip does first
@@ -123,14 +155,9 @@ def test_a_consumer_stuck_in_a_rebalance_is_replaced_and_resumes_from_the_commit
 
         coordinator._do_join_and_sync_async = never_completes
         coordinator.request_rejoin()
-        producer.send_batch(topic, second)
-        producer.flush()
-        got = poll_until(len(second))
-    finally:
-        consumer.close()
-        producer.close()
-    assert consumer.rejoins == 1
-    assert sorted(r.value for r in got) == sorted(v for _, v in second), "each message once, none lost"
+
+    consumer, _ = through_a_fault(bus, hang, rejoin_bound_s=3.0)
+    assert consumer.replacements == 1
 
 
 def kafka_python_batch(
