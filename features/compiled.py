@@ -273,6 +273,60 @@ def running_clock(slots: np.ndarray, ts: np.ndarray, clock: np.ndarray) -> np.nd
 
 
 @njit(cache=True, nogil=True)
+def silences(
+    asset: np.ndarray,
+    ts: np.ndarray,
+    accepted: np.ndarray,
+    watermark: float,
+    clock: np.ndarray,
+    stale: np.ndarray,
+    stale_after: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """The stale markers of one partition's readings (row order), as if they came one at a time: an
+    asset is marked when the partition's watermark (its newest ``ts`` so far, ``watermark`` before
+    the first row) passes the asset's clock by more than ``stale_after`` before the asset's next
+    accepted reading, stamped with that watermark; once per silence. So the markers do not depend on
+    how the readings are cut into batches.
+
+    ``asset``: each row's asset (an index into ``clock``/``stale``, which hold each asset's clock and
+    stale flag before the rows and are advanced in place); ``accepted``: rows the engine took (not
+    late, not duplicates). Returns the marked assets, the markers' times, the rows after which each
+    marker went out (the row that moved the watermark past the silence), and the new watermark."""
+    n = len(ts)
+    w = np.empty(n + 1)  # w[j]: the watermark once j rows are in
+    w[0] = watermark
+    for j in range(n):
+        w[j + 1] = max(w[j], ts[j])
+    # Where each asset's current silence starts being checked: w[0] was checked with the last batch.
+    start = np.ones(len(clock), dtype=np.int64)
+    marked = np.empty(n + len(clock), dtype=np.int64)
+    after = np.empty(n + len(clock), dtype=np.int64)
+    at = np.empty(n + len(clock))
+    m = 0
+    for j in range(n + len(clock)):
+        if j < n:  # a reading ends its asset's silence: was the asset marked before it came?
+            if not accepted[j]:
+                continue
+            a, end = asset[j], j
+        else:  # the silences still going on after the last row
+            a, end = j - n, n
+        hit = False
+        if not stale[a]:
+            k = max(np.searchsorted(w, clock[a] + stale_after, side="right"), start[a])
+            if k <= end:
+                marked[m], at[m], after[m] = a, w[k], k - 1
+                m += 1
+                hit = True
+        if j < n:
+            clock[a] = max(clock[a], ts[j])
+            stale[a] = False
+            start[a] = j + 1
+        elif hit:
+            stale[a] = True
+    return marked[:m], at[:m], after[:m], w[n]
+
+
+@njit(cache=True, nogil=True)
 def stream_window_step(
     sl: np.ndarray,
     t: np.ndarray,

@@ -79,6 +79,7 @@ class FeatureEngine:
         self.asset_ids: list[str] = []
         self.slot: dict[str, int] = {}
         self.duplicates = 0
+        self.accepted = np.empty(0, dtype=np.int64)  # rows of the last batch taken (not late or duplicate)
         self._capacity = 0
         self._arrays: dict[str, np.ndarray] = {}
         self._waiting = 8  # capacity per asset for readings waiting out the grace period (grows)
@@ -216,6 +217,7 @@ class FeatureEngine:
         """Take a batch of readings (delivery order). Returns the feature vectors now final and
         the late readings (for the dead-letter topic). Duplicates are dropped (``duplicates``)."""
         if not len(batch):
+            self.accepted = np.empty(0, dtype=np.int64)
             return Emitted.empty(len(self.spec.names)), batch
         slots = self._slots(batch.asset_id)
         ts = batch.ts
@@ -229,6 +231,7 @@ class FeatureEngine:
         again = (self._arrays["wait_ts"][sl] == t[:, None]).any(axis=1) | (t == self._arrays["prev_t"][sl])
         self.duplicates += int(dup.sum() + again.sum())
         ok, sl, t = ok[~again], sl[~again], t[~again]
+        self.accepted = ok
         np.maximum.at(clock, sl, t)
         self._arrays["stale"][sl] = False
         touched = self._wait(sl, t, batch.values[ok][:, self.columns])
@@ -286,19 +289,21 @@ class FeatureEngine:
             events.sort()
             self._arrays["next_maintenance"][s] = events[0]
 
-    def advance_watermark(
-        self, watermark: float, asset_ids: Iterable[str] | None = None
-    ) -> list[tuple[str, float]]:
-        """Mark assets (default: all) silent for longer than ``stale_after`` before ``watermark``
-        (their partition's newest event time) stale: returns ``(asset_id, watermark)`` once per silence."""
-        if asset_ids is None:
-            slots = np.arange(self.assets)
-        else:
-            slots = np.array([self.slot[a] for a in asset_ids if a in self.slot], dtype=np.int64)
-        clock, stale = self._arrays["clock"], self._arrays["stale"]
-        hit = slots[(clock[slots] < watermark - self.spec.stale_after) & ~stale[slots]]
-        stale[hit] = True
-        return [(self.asset_ids[s], float(watermark)) for s in hit.tolist()]
+    def silence_state(self, asset_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the assets' clocks (newest accepted ``ts``) and stale flags. An asset never seen
+        counts as stale already: nothing can go silent before its first reading."""
+        slots = np.array([self.slot.get(a, -1) for a in asset_ids], dtype=np.int64)
+        known = slots >= 0
+        clock = np.full(len(slots), -np.inf)
+        stale = ~known
+        clock[known] = self._arrays["clock"][slots[known]]
+        stale[known] = self._arrays["stale"][slots[known]]
+        return clock, stale
+
+    def mark_stale(self, asset_ids: Iterable[str]) -> None:
+        """Flag assets stale (a marker went out for their silence; their next reading clears it)."""
+        slots = [self.slot[a] for a in asset_ids]
+        self._arrays["stale"][slots] = True
 
     # -- processing -----------------------------------------------------------------------------
 

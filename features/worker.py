@@ -3,7 +3,8 @@
 One :meth:`FeatureWorker.run_once` is one polled batch: decode it in one call (bad readings go to
 ``sensor.readings.dlq`` with their reason), run the streaming engine (late readings go there too,
 reason ``late``), advance each partition's watermark (assets silent for longer than the profile's
-``stale_after`` get a ``stale`` marker), produce the feature vectors and flush. Every
+``stale_after`` get a ``stale`` marker, the same whatever the batching), produce the feature vectors
+and flush. Every
 ``checkpoint_interval_s`` it checkpoints: snapshot the state of each owned partition (with the
 offsets it covers) to ``state_dir``, THEN commit the offsets. ARCHITECTURE.md ("Feature worker")
 lists the failures this order survives.
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from features import metrics
+from features import compiled, metrics
 from features.spec import FeatureSpec
 from features.stream import Emitted, FeatureEngine
 from ingest import topics
@@ -36,6 +37,7 @@ from ingest.profiles import Profile
 from ingest.schemas import (
     Features,
     MaintenanceEvent,
+    ReadingBatch,
     Reason,
     Rejection,
     decode_many,
@@ -45,6 +47,20 @@ from ingest.schemas import (
 )
 
 log = logging.getLogger(__name__)
+
+# A partition's assets, with their clocks and stale flags before a batch.
+_Silence = tuple[list[str], np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True, slots=True)
+class _Marker:
+    """A stale marker: its asset, event time, the asset's clock before the batch, and the row of the
+    batch after which it goes out."""
+
+    asset_id: str
+    ts: float
+    clock: float
+    row: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +208,8 @@ class FeatureWorker:
     def _readings(self, records: list[Record]) -> list[tuple[bytes, bytes]]:
         batch, rejects = decode_readings([r.value for r in records], self.profile)
         duplicates = self.engine.duplicates
+        part = np.array([records[i].partition for i in batch.index.tolist()], dtype=np.int64)
+        silent_before = self._silence_state(part, batch.asset_id)
         emitted, late = self.engine.update(batch)
         grace = self.spec.grace
         late_rejects = [
@@ -208,29 +226,81 @@ class FeatureWorker:
         metrics.READINGS.labels("late").inc(len(late))
         metrics.READINGS.labels("duplicate").inc(duplicates)
         metrics.READINGS.labels("processed").inc(len(batch) - len(late) - duplicates)
-        stale = self._advance_watermarks(records, batch.index, batch.ts, batch.asset_id)
+        markers = self._stale_markers(part, batch, silent_before)
         metrics.EMITTED.labels("vector").inc(len(emitted))
-        metrics.EMITTED.labels("stale").inc(len(stale))
-        return self._encode(emitted) + [
-            (aid.encode(), encode(Features(asset_id=aid, ts=ts, features={}, stale=True)))
-            for aid, ts in stale
-        ]
+        metrics.EMITTED.labels("stale").inc(len(markers))
+        out = self._encode(emitted)
+        return self._place(markers, out, emitted, batch) if markers else out
 
-    def _advance_watermarks(
-        self, records: list[Record], index: np.ndarray, ts: np.ndarray, asset_ids: list[str]
-    ) -> list[tuple[str, float]]:
-        """Each partition's watermark is the newest event time it carried; its silent assets go stale."""
-        if not len(ts):
-            return []
-        part = np.array([records[i].partition for i in index.tolist()], dtype=np.int64)
-        stale = []
+    def _silence_state(self, part: np.ndarray, asset_ids: list[str]) -> dict[int, _Silence]:
+        """Per partition of the batch: its assets (tracked before, or new in it), with their clocks
+        and stale flags before the batch."""
+        out = {}
         for p in np.unique(part).tolist():
+            assets = self._assets.setdefault(p, set())
+            assets.update(asset_ids[i] for i in np.flatnonzero(part == p).tolist())
+            ids = sorted(assets)
+            out[p] = (ids, *self.engine.silence_state(ids))
+        return out
+
+    def _stale_markers(
+        self, part: np.ndarray, batch: ReadingBatch, before: dict[int, _Silence]
+    ) -> list[_Marker]:
+        """Each partition's silent assets (see :func:`features.compiled.silences`): a marker per
+        silence, stamped with the partition's watermark when it was seen, with its asset's clock
+        before the batch and the row of the batch after which it goes out."""
+        accepted = np.zeros(len(batch), dtype=bool)
+        accepted[self.engine.accepted] = True
+        markers: list[_Marker] = []
+        for p, (ids, clock0, stale) in before.items():
             rows = np.flatnonzero(part == p)
-            self._assets[p].update(asset_ids[i] for i in rows.tolist())
-            wm = max(self._watermark.get(p, -math.inf), float(ts[rows].max()))
-            self._watermark[p] = wm
-            stale += self.engine.advance_watermark(wm, self._assets[p])
-        return stale
+            index = {a: i for i, a in enumerate(ids)}
+            asset = np.array([index[batch.asset_id[i]] for i in rows.tolist()], dtype=np.int64)
+            marked, at, after, self._watermark[p] = compiled.silences(
+                asset,
+                batch.ts[rows],
+                accepted[rows],
+                self._watermark.get(p, -math.inf),
+                clock0.copy(),
+                stale,
+                self.spec.stale_after,
+            )
+            self.engine.mark_stale([ids[a] for a in np.flatnonzero(stale).tolist()])
+            markers += [
+                _Marker(ids[a], t, float(clock0[a]), int(rows[r]))
+                for a, t, r in zip(marked.tolist(), at.tolist(), after.tolist(), strict=True)
+            ]
+        return markers
+
+    def _place(
+        self, markers: list[_Marker], out: list[tuple[bytes, bytes]], emitted: Emitted, batch: ReadingBatch
+    ) -> list[tuple[bytes, bytes]]:
+        """The vectors ``out`` with the markers among them where they would be had the readings come
+        one at a time: a marker goes before the first vector of its asset released (its asset's
+        clock passed it by the grace period) at a later row than the one that showed the silence."""
+        marked = {m.asset_id for m in markers}
+        rows_of: dict[str, list[int]] = defaultdict(list)  # accepted rows of the marked assets
+        for i in self.engine.accepted.tolist():
+            if batch.asset_id[i] in marked:
+                rows_of[batch.asset_id[i]].append(i)
+        vectors_of: dict[str, list[int]] = defaultdict(list)
+        for i, a in enumerate(emitted.asset_id):
+            if a in marked:
+                vectors_of[a].append(i)
+        before: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)  # output index -> markers
+        for m in markers:
+            rows = np.asarray(rows_of[m.asset_id], dtype=np.int64)
+            limit = np.maximum.accumulate(np.r_[m.clock, batch.ts[rows]])[1:] - self.spec.grace
+            vectors = vectors_of[m.asset_id]
+            released = rows[np.searchsorted(limit, emitted.ts[vectors])] if len(rows) else rows
+            later = [v for v, r in zip(vectors, released.tolist(), strict=False) if r > m.row]
+            message = encode(Features(asset_id=m.asset_id, ts=m.ts, features={}, stale=True))
+            before[later[0] if later else len(out)].append((m.asset_id.encode(), message))
+        placed: list[tuple[bytes, bytes]] = []
+        for i, vector in enumerate(out):
+            placed += before.pop(i, [])
+            placed.append(vector)
+        return placed + before.pop(len(out), [])
 
     def _encode(self, emitted: Emitted) -> list[tuple[bytes, bytes]]:
         return encode_features(emitted.asset_id, emitted.ts, self.names, emitted.values)

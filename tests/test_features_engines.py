@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from features import compiled
 from features.batch import compute_features
 from features.spec import FeatureSpec, parse_spec
 from features.stream import Emitted, FeatureEngine
@@ -391,17 +395,52 @@ def test_a_gap_leaves_no_readings_from_before_it_in_the_windows() -> None:
     assert row[names.index("temperature_c__last")] == 20.0
 
 
-def test_silent_assets_go_stale_once_against_the_watermark() -> None:
-    spec = FeatureSpec.from_profile(MOTOR)
-    engine = FeatureEngine(spec)
-    s = spec.stale_after
-    engine.update(readings(["a", "b"], [0.0, 0.0], [50.0, 50.0]))
-    assert engine.advance_watermark(s - 100) == []
-    assert engine.advance_watermark(s + 100, ["a"]) == [("a", s + 100)]
-    assert engine.advance_watermark(s + 200) == [("b", s + 200)]
-    assert engine.advance_watermark(2 * s) == []  # once per silence
-    engine.update(readings(["a"], [2 * s + 50], [50.0]))
-    assert engine.advance_watermark(3 * s + 100) == [("a", 3 * s + 100)]
+def silences(asset, ts, accepted, watermark, clock, stale, stale_after=300.0):
+    marked, at, after, watermark = compiled.silences(
+        np.asarray(asset, dtype=np.int64),
+        np.asarray(ts, dtype=np.float64),
+        np.asarray(accepted, dtype=bool),
+        watermark,
+        clock,
+        stale,
+        stale_after,
+    )
+    return list(zip(marked.tolist(), at.tolist(), after.tolist(), strict=True)), watermark
+
+
+def test_a_silent_asset_is_marked_once_at_the_watermark_that_shows_its_silence() -> None:
+    clock, stale = np.full(2, -np.inf), np.ones(2, dtype=bool)  # two assets never seen
+    markers, wm = silences([0, 1, 0, 0, 0, 0], [0, 0, 200, 350, 400, 700], [True] * 6, -np.inf, clock, stale)
+    # At the first watermark beyond 1's reading + 300 s: the one row 3 brought.
+    assert (markers, wm) == ([(1, 350.0, 3)], 700.0)
+    assert stale.tolist() == [False, True] and clock.tolist() == [700.0, 0.0]
+    # Asset 0 reads again (at 1100) before any watermark shows it silent: no marker. Asset 1's reading
+    # the engine refused (late) ends nothing: it stays stale, and is not marked twice.
+    markers, wm = silences([1, 0], [10, 1100], [False, True], wm, clock, stale)
+    assert (markers, wm) == ([], 1100.0)
+    assert stale.tolist() == [False, True]
+    markers, _ = silences([1, 1], [1200, 1600], [True, True], wm, clock, stale)
+    assert markers == [(0, 1600.0, 1)]  # 1 is back; 0 has been silent since 1100
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(st.integers(0, 4), st.floats(0, 2_000, allow_nan=False), st.booleans()), max_size=60
+    ),
+    cuts=st.lists(st.integers(0, 60), max_size=6),
+)
+def test_silences_do_not_depend_on_how_the_readings_are_cut_into_batches(rows, cuts) -> None:
+    asset, ts, accepted = (list(c) for c in zip(*rows, strict=True)) if rows else ([], [], [])
+    whole_clock, whole_stale = np.full(5, -np.inf), np.ones(5, dtype=bool)
+    whole, _ = silences(asset, ts, accepted, -np.inf, whole_clock, whole_stale)
+    clock, stale, wm, parts = np.full(5, -np.inf), np.ones(5, dtype=bool), -np.inf, []
+    bounds = sorted({0, len(rows), *(c for c in cuts if c < len(rows))})
+    for lo, hi in itertools.pairwise(bounds):
+        found, wm = silences(asset[lo:hi], ts[lo:hi], accepted[lo:hi], wm, clock, stale)
+        parts += [(a, at, row + lo) for a, at, row in found]
+    assert sorted(parts) == sorted(whole)
+    assert stale.tolist() == whole_stale.tolist() and clock.tolist() == whole_clock.tolist()
 
 
 def test_snapshot_restore_continues_exactly_like_an_uninterrupted_engine() -> None:

@@ -143,20 +143,16 @@ def test_worker_dead_letters_bad_and_late_readings_and_emits_the_batch_features(
     assert REGISTRY.get_sample_value("motorwatch_features_state_bytes") == worker.engine.state_bytes() > 0
 
 
+def steady(t: np.ndarray) -> pd.DataFrame:
+    """Asset 'a' reading the same healthy values at times ``t``."""
+    values = {"temperature_c": 50.0, "vibration_mm_s": 2.0, "current_a": 30.0, "runtime_h": 1.0}
+    return pd.DataFrame({"asset_id": "a", "ts": t, **values})
+
+
 def test_a_silent_asset_gets_one_stale_marker_from_its_partitions_watermark() -> None:
     bus = InProcessBus(partitions=1)
     config = topic_config("stale")
-    t = np.arange(0.0, SPEC.stale_after + 400.0, 5.0)  # 'a' goes on well past b's stale time
-    log = pd.DataFrame(
-        {
-            "asset_id": "a",
-            "ts": t,
-            "temperature_c": 50.0,
-            "vibration_mm_s": 2.0,
-            "current_a": 30.0,
-            "runtime_h": 1.0,
-        }
-    )
+    log = steady(np.arange(0.0, SPEC.stale_after + 400.0, 5.0))  # 'a' goes on well past b's stale time
     silent = log[log["ts"] < 100].assign(asset_id="b")
     publish(bus, config.readings_topic, pd.concat([log, silent]).sort_values("ts", kind="stable"))
     worker = FeatureWorker(bus, MOTOR, config)
@@ -165,6 +161,37 @@ def test_a_silent_asset_gets_one_stale_marker_from_its_partitions_watermark() ->
     stale = [m for m in drain(bus, config.features_topic, Features) if m.stale]
     assert [(m.asset_id, m.features) for m in stale] == [("b", {})]
     assert 95.0 + SPEC.stale_after < stale[0].ts <= 95.0 + SPEC.stale_after + 50
+
+
+def test_stale_markers_fall_where_they_would_with_readings_taken_one_at_a_time() -> None:
+    """'b' falls silent and comes back, 'c' falls silent for good, 'a' reads on: whatever the batch
+    size, each asset's messages (vectors and markers, in order) are those of batches of one."""
+    a = steady(np.arange(0.0, SPEC.stale_after + 900.0, 5.0))
+    b = a[(a["ts"] < 100) | (a["ts"] >= 100 + SPEC.stale_after + 300)].assign(asset_id="b")
+    c = a[a["ts"] < 200].assign(asset_id="c")
+    log = pd.concat([a, b, c]).sort_values("ts", kind="stable")
+    runs = {}
+    for size in (1, 7, 10_000):
+        bus = InProcessBus(partitions=1)
+        config = topic_config(f"silences-{size}")
+        publish(bus, config.readings_topic, log)
+        worker = FeatureWorker(bus, MOTOR, config)
+        while worker.run_once(size, 0.0):
+            pass
+        by_asset: dict[str, list] = {}
+        for m in drain(bus, config.features_topic, Features):
+            by_asset.setdefault(m.asset_id, []).append((m.ts, m.stale))
+        runs[size] = by_asset
+    assert runs[7] == runs[1] and runs[10_000] == runs[1]
+    markers = {aid: [ts for ts, stale in msgs if stale] for aid, msgs in runs[1].items()}
+    assert markers == {"a": [], "b": [100.0 + SPEC.stale_after], "c": [200.0 + SPEC.stale_after]}
+    # b's last readings before its silence wait out the grace period until it reads again: their
+    # vectors come after the marker, then those of its return.
+    b_msgs = runs[1]["b"]
+    marker = b_msgs.index((100.0 + SPEC.stale_after, True))
+    after = [ts for ts, _ in b_msgs[marker + 1 :]]
+    held = [ts for ts in after if ts < 100]
+    assert held == list(np.arange(100 - SPEC.grace, 100, 5.0)) and after == sorted(after)
 
 
 def crash_and_restart(bus: Bus, state_dir: Path, tag: str, crash: str) -> list[Features]:
