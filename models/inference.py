@@ -52,6 +52,9 @@ class ModelBundle:
     baseline: np.ndarray  # per-feature median of healthy training rows (p_fail == 0)
     scale: np.ndarray  # per-feature spread of healthy training rows
     importance: np.ndarray  # forest classifier's feature importances
+    # Event time between the vectors of a training sequence (the training log's cadence): the scorer
+    # keeps an asset's history at that step, whatever its live cadence. 0: every vector.
+    seq_step: float = 0.0
     blend: Blend | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -80,6 +83,7 @@ class ModelBundle:
             "fingerprint": self.fingerprint,
             "feature_spec": self.feature_spec,
             "seq_len": self.seq_len,
+            "seq_step": self.seq_step,
             "rul_unit": self.rul_unit,
             "rul_cap": self.rul_cap,
             "horizon": self.horizon,
@@ -105,6 +109,7 @@ class ModelBundle:
             "fingerprint",
             "feature_spec",
             "seq_len",
+            "seq_step",
             "rul_unit",
             "rul_cap",
             "horizon",
@@ -119,6 +124,7 @@ class ModelBundle:
             fingerprint=meta["fingerprint"],
             feature_spec=meta["feature_spec"],
             seq_len=int(meta["seq_len"]),
+            seq_step=float(meta.get("seq_step", 0.0)),  # versions saved before it: every vector
             rul_unit=meta["rul_unit"],
             rul_cap=float(meta["rul_cap"]),
             horizon=float(meta["horizon"]),
@@ -159,6 +165,7 @@ class Predictor:
         self.version = version
         self.feature_names = bundle.feature_names
         self.seq_len = bundle.seq_len
+        self.seq_step = bundle.seq_step
         self.rul_unit = bundle.rul_unit
         self._fill = bundle.fill.astype(np.float32)
         self._forest = _session(bundle.forest_onnx)

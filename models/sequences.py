@@ -25,6 +25,14 @@ def asset_starts(asset_id: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(np.where(new, np.arange(n), 0))
 
 
+def sequence_step(asset_id: np.ndarray, ts: np.ndarray) -> float:
+    """The event time between an asset's consecutive rows, as training windows see it: the median
+    gap of a frame sorted by asset then time (0 without two rows of one asset)."""
+    same = asset_id[1:] == asset_id[:-1]
+    gaps = np.diff(ts)[same]
+    return float(np.median(gaps)) if len(gaps) else 0.0
+
+
 def window_index(rows: np.ndarray, starts: np.ndarray, seq_len: int) -> np.ndarray:
     """``(len(rows), seq_len)`` indices into the frame: each row's window, left-padded at its asset start."""
     lags = np.arange(seq_len - 1, -1, -1)

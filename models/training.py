@@ -24,7 +24,7 @@ from models.ensemble import fit_blend
 from models.inference import ModelBundle, Predictor
 from models.labels import LabelConfig
 from models.scoring import score_rows
-from models.sequences import asset_starts, window_index
+from models.sequences import asset_starts, sequence_step, window_index
 from models.splits import AssetSplit, split_assets
 
 ALERT_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(2, 19))  # 0.10 ... 0.90
@@ -183,6 +183,7 @@ def fit(
             "section": _plain(profile.section("features")),
         },
         seq_len=seq_len,
+        seq_step=sequence_step(ds.asset_id, ds.ts),
         rul_unit=profile.rul_unit,
         rul_cap=label_cfg.rul_cap,
         horizon=label_cfg.horizon,

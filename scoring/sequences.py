@@ -10,6 +10,11 @@ left-padded by repeating its first vector, as the model was trained.
 >>> seq, keep = store.push(["a", "a", "b", "a"], np.array([1.0, 2, 3, 4]), np.array([[1.0], [2], [3], [4]]))
 >>> seq[:, :, 0].tolist()
 [[1.0, 1.0, 1.0], [1.0, 1.0, 2.0], [3.0, 3.0, 3.0], [1.0, 2.0, 4.0]]
+
+With a ``step`` (the event time between the vectors of the model's training sequences, in its
+bundle), an asset's history keeps a vector only once ``step`` has passed since the one kept before
+(within ``STEP_TOLERANCE``), and a row's sequence is the last ``T - 1`` kept vectors and the row
+itself: a model trained on 5-minute logs sees 5-minute steps when it scores 1 Hz readings.
 """
 
 from __future__ import annotations
@@ -19,18 +24,22 @@ from collections.abc import Sequence
 import numpy as np
 
 _FEW_REPEATS = 4  # up to this many rows per asset, shifting windows in rounds moves less memory
+STEP_TOLERANCE = 0.1  # a vector is kept once 90 % of the step has passed: sampling jitter keeps them all
 
 
 class SequenceStore:
     """The last ``seq_len`` vectors of each asset, with the event time of the newest one."""
 
-    def __init__(self, seq_len: int, n_features: int, capacity: int = 1024) -> None:
+    def __init__(self, seq_len: int, n_features: int, capacity: int = 1024, step: float = 0.0) -> None:
         self.seq_len = seq_len
         self.n_features = n_features
+        self.step = step
         self.slot: dict[str, int] = {}
-        # buf[s] holds asset s's vectors oldest -> newest; the newest count[s] (<= T) are valid.
+        # buf[s] holds asset s's kept vectors oldest -> newest; the newest count[s] (<= T) are valid.
         self.buf = np.zeros((capacity, seq_len, n_features), dtype=np.float32)
         self.count = np.zeros(capacity, dtype=np.int64)
+        self.newest = np.zeros((capacity, n_features), dtype=np.float32)  # kept or not
+        self.kept_ts = np.full(capacity, -np.inf)  # event time of the newest kept vector
         self.last_ts = np.full(capacity, -np.inf)
         self.last_marker_ts = np.full(capacity, -np.inf)  # newest stale marker admitted
 
@@ -52,7 +61,7 @@ class SequenceStore:
     def push(self, asset_ids: Sequence[str], ts: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`admit` then :meth:`append` the admitted rows: ``(seq (m, T, f), keep (n,) bool)``."""
         slots, keep = self.admit(asset_ids, ts)
-        return self.append(slots[keep], x[keep]), keep
+        return self.append(slots[keep], x[keep], np.asarray(ts, dtype=np.float64)[keep]), keep
 
     def admit(
         self, asset_ids: Sequence[str], ts: np.ndarray, stale: np.ndarray | None = None
@@ -90,17 +99,20 @@ class SequenceStore:
         np.maximum.at(last_ts, slots[keep], ts[keep])
         return keep
 
-    def append(self, slots: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """Append rows ``x`` (n, f) of admitted ``slots`` in stream order; return each row's sequence
-        (n, T, f): the asset's last ``T`` vectors ending at that row."""
+    def append(self, slots: np.ndarray, x: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Append rows ``x`` (n, f) of admitted ``slots`` at event times ``ts`` in stream order; return
+        each row's sequence (n, T, f): its asset's last ``T - 1`` kept vectors, then the row."""
         n, t_len = len(slots), self.seq_len
         if n == 0:
             return np.empty((0, t_len, self.n_features), dtype=np.float32)
+        self.newest[slots] = x  # the last row of each slot wins (fancy assignment goes in order)
         # Group rows by asset (stable: stream order within an asset).
         order = np.argsort(slots, kind="stable")
         sorted_slots = slots[order]
-        if (sorted_slots[1:] != sorted_slots[:-1]).all():
-            return self._append_unique(slots, x)
+        unique = bool((sorted_slots[1:] != sorted_slots[:-1]).all())
+        kept = self._kept(slots, ts, unique)
+        if unique:
+            return self._append_unique(slots, x, kept)
         first = np.flatnonzero(np.r_[True, sorted_slots[1:] != sorted_slots[:-1]])
         uniq = sorted_slots[first]
         sizes = np.diff(np.r_[first, n])
@@ -109,7 +121,7 @@ class SequenceStore:
             seq = np.empty((n, t_len, self.n_features), dtype=np.float32)
             for r in range(int(sizes.max())):
                 rows = order[rank == r]  # each asset's r-th row (stream order within an asset)
-                seq[rows] = self._append_unique(slots[rows], x[rows])
+                seq[rows] = self._append_unique(slots[rows], x[rows], kept[rows])
             return seq
         # One segment per asset: its stored history (T rows) followed by its new rows.
         seg_start = np.r_[0, np.cumsum(t_len + sizes)[:-1]]
@@ -119,19 +131,49 @@ class SequenceStore:
         group = np.repeat(np.arange(len(uniq)), sizes)
         new_pos = seg_start[group] + t_len + rank
         combined[new_pos] = x[order]
-        # Sequence of each new row: the T positions ending at it, clamped to the first valid one.
-        first_valid = seg_start + t_len - self.count[uniq]
-        window = new_pos[:, None] - (t_len - 1) + np.arange(t_len)
-        window = np.maximum(window, first_valid[group][:, None])
+        # The kept entries, in position order: each segment's valid history, then its kept new rows.
+        valid = np.zeros(len(combined), dtype=bool)
+        valid[hist_pos] = (np.arange(t_len)[None, :] >= (t_len - self.count[uniq])[:, None]).ravel()
+        valid[new_pos[kept[order]]] = True
+        kept_pos = np.flatnonzero(valid)
+        # Each new row: the T - 1 kept entries before it, then itself; clamped to its asset's first.
+        before = np.searchsorted(kept_pos, new_pos)  # kept entries before the row
+        first_kept = np.searchsorted(kept_pos, seg_start)[group]  # its asset's first kept entry
+        lags = before[:, None] - (t_len - 1) + np.arange(t_len - 1)
+        window = np.empty((n, t_len), dtype=np.int64)
+        window[:, :-1] = kept_pos[np.minimum(np.maximum(lags, first_kept[:, None]), len(kept_pos) - 1)]
+        window[:, -1] = new_pos
+        none_before = before == first_kept  # no kept entry of its asset yet: the row pads itself
+        window[none_before, :-1] = new_pos[none_before, None]
         seq = np.empty((n, t_len, self.n_features), dtype=np.float32)
         seq[order] = combined[window]
-        # New state: the last T rows of each segment.
-        tail = (seg_start + sizes)[:, None] + np.arange(t_len)
-        self.buf[uniq] = combined[tail]
-        self.count[uniq] = np.minimum(self.count[uniq] + sizes, t_len)
+        # New state: each segment's last T kept entries.
+        seg_first = np.searchsorted(kept_pos, seg_start)
+        seg_end = np.searchsorted(kept_pos, seg_start + t_len + sizes)
+        tail = np.maximum(seg_end[:, None] - t_len + np.arange(t_len), seg_first[:, None])
+        self.buf[uniq] = combined[kept_pos[tail]]
+        self.count[uniq] = np.minimum(seg_end - seg_first, t_len)
         return seq
 
-    def _append_unique(self, slots: np.ndarray, x: np.ndarray) -> np.ndarray:
+    def _kept(self, slots: np.ndarray, ts: np.ndarray, unique: bool) -> np.ndarray:
+        """Which rows join their asset's history (all of them without a step); advances ``kept_ts``.
+        ``unique``: no asset repeats in the rows."""
+        if self.step <= 0:
+            return np.ones(len(slots), dtype=bool)
+        gap = self.step * (1.0 - STEP_TOLERANCE)
+        kept_ts = self.kept_ts
+        if unique:
+            kept = ts - kept_ts[slots] >= gap
+            kept_ts[slots[kept]] = ts[kept]
+            return kept
+        kept = np.zeros(len(slots), dtype=bool)
+        for i, (s, t) in enumerate(zip(slots.tolist(), ts.tolist(), strict=True)):
+            if t - kept_ts[s] >= gap:
+                kept_ts[s] = t
+                kept[i] = True
+        return kept
+
+    def _append_unique(self, slots: np.ndarray, x: np.ndarray, kept: np.ndarray) -> np.ndarray:
         """:meth:`append` when no asset repeats in the batch (a live fleet): shift each row's window."""
         t_len = self.seq_len
         seq = np.empty((len(slots), t_len, self.n_features), dtype=np.float32)
@@ -142,25 +184,27 @@ class SequenceStore:
         if len(young):  # left-pad with the first valid vector
             idx = np.maximum(np.arange(t_len), (t_len - count[young])[:, None])
             seq[young] = seq[young[:, None], idx]
-        self.buf[slots] = seq
-        self.count[slots] = count
+        self.buf[slots[kept]] = seq[kept]
+        self.count[slots[kept]] = count[kept]
         return seq
 
     def forget(self, slots: np.ndarray) -> None:
         """Empty the sequences of ``slots`` (their assets start over, left-padded)."""
         self.count[slots] = 0
+        self.kept_ts[slots] = -np.inf
         self.last_ts[slots] = -np.inf
         self.last_marker_ts[slots] = -np.inf
 
     def latest(self, asset_ids: Sequence[str]) -> np.ndarray:
-        """The newest stored vector of each asset (zeros for an asset never seen)."""
-        slots = self.slots(asset_ids)
-        return self.buf[slots, -1]
+        """The newest vector of each asset, kept in its history or not (zeros for one never seen)."""
+        return self.newest[self.slots(asset_ids)]
 
     def _grow(self, needed: int) -> None:
         cap = max(needed, 2 * len(self.count))
         extra = cap - len(self.count)
         self.buf = np.concatenate([self.buf, np.zeros((extra, *self.buf.shape[1:]), dtype=np.float32)])
         self.count = np.concatenate([self.count, np.zeros(extra, dtype=np.int64)])
+        self.newest = np.concatenate([self.newest, np.zeros((extra, self.n_features), dtype=np.float32)])
+        self.kept_ts = np.concatenate([self.kept_ts, np.full(extra, -np.inf)])
         self.last_ts = np.concatenate([self.last_ts, np.full(extra, -np.inf)])
         self.last_marker_ts = np.concatenate([self.last_marker_ts, np.full(extra, -np.inf)])

@@ -161,9 +161,11 @@ class Scorer:
             self._failed_version = version
             return
         old = self.predictor
-        if old is None or (old.feature_names, old.seq_len) != (predictor.feature_names, predictor.seq_len):
-            self.store = SequenceStore(predictor.seq_len, len(predictor.feature_names))
-            self.baselines = AssetBaselines(len(predictor.feature_names), self._spec.baseline_n)
+        shape = (predictor.feature_names, predictor.seq_len, predictor.seq_step)
+        if old is None or (old.feature_names, old.seq_len, old.seq_step) != shape:
+            n_features = len(predictor.feature_names)
+            self.store = SequenceStore(predictor.seq_len, n_features, step=predictor.seq_step)
+            self.baselines = AssetBaselines(n_features, self._spec.baseline_n)
         self.predictor = predictor
         # Features decoded straight into the model's feature order (one C call for a clean batch).
         self._decode_features = batch_decoder(Features, features=named_floats(predictor.feature_names))
@@ -317,7 +319,7 @@ class Scorer:
             return risk, rul
         store, predictor = self.store, self.predictor
         x, fslots = rows.x[fresh], slots[fresh]
-        seq = store.append(fslots, x)
+        seq = store.append(fslots, x, rows.ts[fresh])
         self.baselines.add(fslots, x)
         began = time.perf_counter()
         pred = predictor.predict(x, seq)
@@ -375,7 +377,7 @@ class Scorer:
             if row >= 0 and not rows.stale[row]:
                 vecs.append(rows.x[row])
             elif store.count[slot] > 0:
-                vecs.append(store.buf[slot, -1])
+                vecs.append(store.newest[slot])
             else:  # an asset silent since before its first score
                 continue
             slots.append(slot)

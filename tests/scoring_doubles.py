@@ -31,6 +31,7 @@ class DoublePredictor:
 
     def __init__(self, version: str, seq_len: int = 4) -> None:
         self.version, self.seq_len, self.feature_names, self.rul_unit = version, seq_len, NAMES, "h"
+        self.seq_step = 0.0
         self.calls: list[int] = []
 
     def predict(self, last: np.ndarray, seq: np.ndarray):

@@ -17,7 +17,7 @@ from models.card import CARD_FILE
 from models.dataset import LabelledLog
 from models.inference import Predictor
 from models.registry import LATEST, Registry, SpecMismatchError
-from models.sequences import windows
+from models.sequences import sequence_step, windows
 from models.training import TrainConfig, fit
 
 PROFILE = load_profile("cmapss")
@@ -146,6 +146,8 @@ def test_registry_versions_latest_and_reload(tmp_path: Path, trained) -> None:
     assert not [p for p in (tmp_path / "reg").iterdir() if p.name.startswith(".")]  # no temp left behind
     loaded = reg.load(spec=SPEC)
     assert loaded.version == "v0002"
+    # The training log's cadence, which the scorer keeps its sequences at.
+    assert loaded.seq_step == result.bundle.seq_step == sequence_step(ds.asset_id, ds.ts) > 0
     last, seq = _inputs(ds, 64, loaded.seq_len)
     np.testing.assert_allclose(
         loaded.predict(last, seq).risk, Predictor(result.bundle).predict(last, seq).risk

@@ -17,16 +17,21 @@ def reference_window(history: list[np.ndarray], seq_len: int) -> np.ndarray:
     return np.array([w[0]] * (seq_len - len(w)) + w)
 
 
+@pytest.mark.parametrize("step", [0.0, 3.0], ids=["every_vector", "step_3"])
 @pytest.mark.parametrize("few_repeats", [0, 4, 1000], ids=["by_segments", "mixed", "by_rounds"])
-def test_sequences_match_brute_force_with_repeats_growth_and_redelivery(monkeypatch, few_repeats):
+def test_sequences_match_brute_force_with_repeats_growth_and_redelivery(monkeypatch, few_repeats, step):
+    """Each row's sequence is its asset's last T - 1 kept vectors and itself; with a step, a vector is
+    kept once the step has passed since the last one kept (rows here are 1 apart per asset)."""
     monkeypatch.setattr(sequences, "_FEW_REPEATS", few_repeats)  # each way of appending repeats
     rng = np.random.default_rng(7)
     seq_len, n_features = 5, 3
-    store = SequenceStore(seq_len, n_features, capacity=2)  # grows several times
-    history: dict[str, list[np.ndarray]] = {}
+    store = SequenceStore(seq_len, n_features, capacity=2, step=step)  # grows several times
+    history: dict[str, list[np.ndarray]] = {}  # the kept vectors of each asset
+    kept_at: dict[str, float] = {}
+    newest: dict[str, np.ndarray] = {}
     clock: dict[str, int] = {}
-    for step in range(150):
-        if step % 2:  # an asset often repeats within a batch
+    for batch in range(150):
+        if batch % 2:  # an asset often repeats within a batch
             n = int(rng.integers(0, 40))
             ids = [f"a{rng.integers(0, 9)}" for _ in range(n)]
         else:  # every asset at most once (a live fleet's batches)
@@ -40,13 +45,17 @@ def test_sequences_match_brute_force_with_repeats_growth_and_redelivery(monkeypa
         seq, keep = store.push(ids, np.array(ts, dtype=float), x)
         assert keep.all() and seq.shape == (n, seq_len, n_features)
         for i, a in enumerate(ids):
-            history.setdefault(a, []).append(x[i])
-            np.testing.assert_array_equal(seq[i], reference_window(history[a], seq_len))
+            kept = history.setdefault(a, [])
+            np.testing.assert_array_equal(seq[i], reference_window([*kept[-(seq_len - 1) :], x[i]], seq_len))
+            if ts[i] - kept_at.get(a, -np.inf) >= step * (1 - sequences.STEP_TOLERANCE):
+                kept.append(x[i])
+                kept_at[a] = ts[i]
+            newest[a] = x[i]
         # The same batch delivered again changes nothing and scores nothing.
         again, keep = store.push(ids, np.array(ts, dtype=float), x)
         assert not keep.any() and len(again) == 0
-    for a, h in history.items():
-        np.testing.assert_array_equal(store.latest([a])[0], h[-1])
+    for a, x_a in newest.items():
+        np.testing.assert_array_equal(store.latest([a])[0], x_a)
 
 
 def test_rows_not_newer_than_the_previous_row_of_their_asset_are_dropped():
