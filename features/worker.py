@@ -292,7 +292,9 @@ class FeatureWorker:
             rows = np.asarray(rows_of[m.asset_id], dtype=np.int64)
             limit = np.maximum.accumulate(np.r_[m.clock, batch.ts[rows]])[1:] - self.spec.grace
             vectors = vectors_of[m.asset_id]
-            released = rows[np.searchsorted(limit, emitted.ts[vectors])] if len(rows) else rows
+            released = rows  # each vector's release row (none without an accepted row of its asset)
+            if len(rows):
+                released = rows[np.minimum(np.searchsorted(limit, emitted.ts[vectors]), len(rows) - 1)]
             later = [v for v, r in zip(vectors, released.tolist(), strict=False) if r > m.row]
             message = encode(Features(asset_id=m.asset_id, ts=m.ts, features={}, stale=True))
             before[later[0] if later else len(out)].append((m.asset_id.encode(), message))
