@@ -15,6 +15,7 @@ from typing import Protocol
 
 import msgspec
 from kafka.partitioner.default import murmur2
+from prometheus_client import Counter
 
 
 class BusError(RuntimeError):
@@ -36,6 +37,18 @@ class Record(msgspec.Struct, frozen=True, gc=False):
 
 TopicPartition = tuple[str, int]
 RebalanceCallback = Callable[[set[TopicPartition]], None]
+
+# Consumers brought back into their group: by completing a rejoin the Kafka client left pending, or
+# with a new client (ingest/kafka_bus.py). Defined with the contract, so every worker exposes it; the
+# in-process bus never needs it and it stays at 0 there.
+RECOVERIES = Counter(
+    "motorwatch_kafka_consumer_recoveries_total",
+    "Kafka consumers brought back into their group: by completing a rejoin kafka-python left pending, "
+    "or with a new client.",
+    ["how"],
+)
+for _how in ("rejoin", "new_client"):  # exposed from the start at 0, so increase() sees the first
+    RECOVERIES.labels(_how)
 
 
 def partition_for(key: bytes, partitions: int) -> int:

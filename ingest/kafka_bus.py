@@ -36,7 +36,7 @@ from kafka.producer.producer_batch import ProducerBatch
 from kafka.record.memory_records import MemoryRecordsBuilder
 from kafka.structs import MemberState
 
-from ingest.bus import BusError, RebalanceCallback, Record, partition_for
+from ingest.bus import RECOVERIES, BusError, RebalanceCallback, Record, partition_for
 from ingest.bus import TopicPartition as TopicPartitionTuple
 from ingest.kafka_records import decode_records
 
@@ -321,11 +321,11 @@ class _Consumer:
     outlive the poll that began it, and the assignment the leader performs makes the metadata agree
     again, so later polls see no reason to rejoin and never complete the join. The member stays
     "rebalancing", without partitions or heartbeats. :meth:`poll_batch` spots that limbo and asks
-    for a rejoin, which completes at the next poll (``limbo_rejoins``). As a backstop for any other
-    way of getting stuck: the broker ends a rebalance within the rebalance timeout
-    (``max_poll_interval_ms``), so a member not stable for ``rejoin_bound_s`` is stuck in the client,
-    which is replaced by a fresh one (``replacements``) that resumes from the committed offsets
-    (records after the last commit are delivered again, as after any rebalance)."""
+    for a rejoin, which completes at the next poll. As a backstop for any other way of getting
+    stuck: the broker ends a rebalance within the rebalance timeout (``max_poll_interval_ms``), so a
+    member not stable for ``rejoin_bound_s`` is stuck in the client, which is replaced by a fresh
+    one that resumes from the committed offsets (records after the last commit are delivered again,
+    as after any rebalance). Both count in ``motorwatch_kafka_consumer_recoveries_total{how}``."""
 
     def __init__(
         self,
@@ -341,8 +341,6 @@ class _Consumer:
         self._listener = _Listener(on_assign, on_revoke)
         self._rejoin_bound_s = rejoin_bound_s
         self._unstable_since: float | None = None
-        self.limbo_rejoins = 0
-        self.replacements = 0
         self._kafka = self._join()
 
     def _join(self) -> KafkaConsumer:
@@ -384,7 +382,7 @@ class _Consumer:
         if state == MemberState.REBALANCING and not coordinator.need_rejoin():
             log.info("consumer of group %s: completing a rejoin kafka-python left pending", self._group_id)
             coordinator.request_rejoin()
-            self.limbo_rejoins += 1
+            RECOVERIES.labels("rejoin").inc()
         now = time.monotonic()
         if self._unstable_since is None:
             self._unstable_since = now
@@ -398,7 +396,7 @@ class _Consumer:
             self._kafka.close(autocommit=False, timeout_ms=int(DEFAULT_TIMEOUT_S * 1000))
             self._kafka = self._join()
             self._unstable_since = None
-            self.replacements += 1
+            RECOVERIES.labels("new_client").inc()
 
     def poll_batch(self, max_records: int = 1000, timeout_s: float = 0.1) -> list[Record]:
         try:

@@ -14,10 +14,13 @@ import pytest
 from kafka.future import Future as KafkaFuture
 from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 from kafka.structs import MemberState
+from prometheus_client import REGISTRY
 
 from ingest.bus import BusError, Record, partition_for
 from ingest.kafka_bus import KafkaBus
 from ingest.kafka_records import decode_records
+
+RECOVERIES = "motorwatch_kafka_consumer_recoveries_total"
 
 
 def fresh(name: str) -> str:
@@ -89,9 +92,20 @@ def test_round_trip_places_each_key_on_partition_for_and_keeps_its_order(bus: Ka
     assert all(r.topic == topic and before_ms - 1000 <= r.timestamp_ms <= time.time() * 1000 for r in got)
 
 
-def through_a_fault(bus: KafkaBus, inject: Callable[[Any], None], rejoin_bound_s: float) -> tuple[Any, list]:
+def recoveries() -> dict[str, float]:
+    """``motorwatch_kafka_consumer_recoveries_total`` by ``how``, as exposed."""
+    return {
+        how: REGISTRY.get_sample_value(RECOVERIES, {"how": how}) or 0.0 for how in ("rejoin", "new_client")
+    }
+
+
+def since(before: dict[str, float]) -> dict[str, float]:
+    return {how: n - before[how] for how, n in recoveries().items()}
+
+
+def through_a_fault(bus: KafkaBus, inject: Callable[[Any], None], rejoin_bound_s: float) -> None:
     """A consumer reads and commits 1,000 messages, ``inject`` breaks its kafka-python client, 1,000
-    more are produced: returns the consumer (closed) and what it read of the second 1,000 in 60 s."""
+    more are produced: the consumer must read each of them once within 60 s."""
     topic = fresh("fault")
     bus.create_topics([topic], 2)
     producer = bus.producer()
@@ -122,7 +136,6 @@ def through_a_fault(bus: KafkaBus, inject: Callable[[Any], None], rejoin_bound_s
         consumer.close()
         producer.close()
     assert sorted(r.value for r in got) == sorted(v for _, v in second), "each message once, none lost"
-    return consumer, got
 
 
 @pytest.mark.kafka
@@ -140,8 +153,9 @@ def test_a_consumer_left_in_kafka_pythons_rebalance_limbo_rejoins_at_once(bus: K
         kafka._subscription.assign_from_subscribed([])  # revoked when the join began
         assert not coordinator.need_rejoin()
 
-    consumer, _ = through_a_fault(bus, limbo, rejoin_bound_s=1e9)
-    assert (consumer.limbo_rejoins, consumer.replacements) == (1, 0)
+    before = recoveries()
+    through_a_fault(bus, limbo, rejoin_bound_s=1e9)
+    assert since(before) == {"rejoin": 1, "new_client": 0}
 
 
 @pytest.mark.kafka
@@ -160,8 +174,9 @@ def test_a_consumer_whose_rebalance_never_completes_is_replaced(bus: KafkaBus) -
         coordinator._do_join_and_sync_async = never_completes
         coordinator.request_rejoin()
 
-    consumer, _ = through_a_fault(bus, hang, rejoin_bound_s=3.0)
-    assert consumer.replacements == 1
+    before = recoveries()
+    through_a_fault(bus, hang, rejoin_bound_s=3.0)
+    assert since(before) == {"rejoin": 0, "new_client": 1}
 
 
 def kafka_python_batch(
