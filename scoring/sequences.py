@@ -138,7 +138,8 @@ class SequenceStore:
         kept_pos = np.flatnonzero(valid)
         # Each new row: the T - 1 kept entries before it, then itself; clamped to its asset's first.
         before = np.searchsorted(kept_pos, new_pos)  # kept entries before the row
-        first_kept = np.searchsorted(kept_pos, seg_start)[group]  # its asset's first kept entry
+        seg_first = np.searchsorted(kept_pos, seg_start)  # each segment's first kept entry
+        first_kept = seg_first[group]
         lags = before[:, None] - (t_len - 1) + np.arange(t_len - 1)
         window = np.empty((n, t_len), dtype=np.int64)
         window[:, :-1] = kept_pos[np.minimum(np.maximum(lags, first_kept[:, None]), len(kept_pos) - 1)]
@@ -148,7 +149,6 @@ class SequenceStore:
         seq = np.empty((n, t_len, self.n_features), dtype=np.float32)
         seq[order] = combined[window]
         # New state: each segment's last T kept entries.
-        seg_first = np.searchsorted(kept_pos, seg_start)
         seg_end = np.searchsorted(kept_pos, seg_start + t_len + sizes)
         tail = np.maximum(seg_end[:, None] - t_len + np.arange(t_len), seg_first[:, None])
         self.buf[uniq] = combined[kept_pos[tail]]
