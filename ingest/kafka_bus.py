@@ -29,6 +29,7 @@ from kafka.errors import (
     CommitFailedError,
     CorruptRecordError,
     KafkaError,
+    RebalanceInProgressError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
@@ -412,10 +413,10 @@ class _Consumer:
         """Commit the position after the last record returned from each assigned partition."""
         try:
             self._kafka.commit()
-        except CommitFailedError as exc:
-            # The group rebalanced meanwhile: the partitions' new owners re-read the uncommitted
-            # records (at-least-once), so this is not fatal for the caller.
-            log.warning("commit skipped after a rebalance; uncommitted records will be re-delivered: %s", exc)
+        except (CommitFailedError, RebalanceInProgressError) as exc:
+            # The group rebalanced meanwhile, or is rebalancing now: the partitions' owners after it
+            # re-read the uncommitted records (at-least-once), so this is not fatal for the caller.
+            log.warning("commit skipped for a rebalance; uncommitted records will be re-delivered: %s", exc)
         except KafkaError as exc:
             raise BusError(f"commit failed: {exc}") from exc
 

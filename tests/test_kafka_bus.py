@@ -128,7 +128,7 @@ def through_a_fault(bus: KafkaBus, inject: Callable[[Any], None], rejoin_bound_s
         settle = time.monotonic() + 1.0  # a rejoin the new topic's metadata may still bring completes
         while time.monotonic() < settle:
             assert not consumer.poll_batch(max_records=5_000, timeout_s=0.2)
-        inject(consumer._kafka)  # kafka-python internals: the fault
+        inject(consumer)  # into kafka-python's internals: the fault
         producer.send_batch(topic, second)
         producer.flush()
         got = poll_until(len(second))
@@ -145,13 +145,18 @@ def test_a_consumer_left_in_kafka_pythons_rebalance_limbo_rejoins_at_once(bus: K
     agree again, so the next polls see no reason to rejoin and never complete the join: the member
     stays rebalancing, without partitions or heartbeats, for good."""
 
-    def limbo(kafka: Any) -> None:
+    def limbo(consumer: Any) -> None:
+        kafka = consumer._kafka
         coordinator = kafka._coordinator
         assert coordinator.state == MemberState.STABLE and coordinator._join_task is None  # settled
         coordinator.state = MemberState.REBALANCING
         coordinator._disable_heartbeat()
-        kafka._subscription.assign_from_subscribed([])  # revoked when the join began
+        subscription = kafka._subscription  # revoked when the join began, as kafka-python does
+        subscription.mark_pending_revocation(set(subscription.assigned_partitions()))
         assert not coordinator.need_rejoin()
+        # A worker that commits now (its batch came before the limbo) goes on: kafka-python refuses
+        # the commit while rebalancing, and the records are delivered again after the rejoin.
+        consumer.commit()
 
     before = recoveries()
     through_a_fault(bus, limbo, rejoin_bound_s=1e9)
@@ -164,8 +169,8 @@ def test_a_consumer_whose_rebalance_never_completes_is_replaced(bus: KafkaBus) -
     finishes. After ``rejoin_bound_s`` the consumer replaces the client, which resumes from the
     committed offsets."""
 
-    def hang(kafka: Any) -> None:
-        coordinator = kafka._coordinator
+    def hang(consumer: Any) -> None:
+        coordinator = consumer._kafka._coordinator
 
         async def never_completes() -> None:
             coordinator.state = MemberState.REBALANCING  # as the real round trip does first
