@@ -5,6 +5,10 @@
 asset seen for fewer than ``T`` emissions are left-padded by repeating its first vector
 (:mod:`models.sequences`, the training side does the same). NaN features are replaced by the training
 medians. Neither TensorFlow nor scikit-learn is imported: onnxruntime and numpy only.
+
+``predict`` also returns each row's :class:`LSTMState`, the LSTM's memory after its sequence's first
+``T - 1`` vectors. ``predict_step(last, state)`` scores rows whose sequence is such a known history
+followed by ``last``: one LSTM step instead of ``T``, with the same bits as ``predict``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 
 from ingest.schemas import Driver
 from models.ensemble import Blend, Calibrator
+from models.lstm import stateful_graphs
 
 FOREST_FILE = "forest.onnx"
 LSTM_FILE = "lstm.onnx"
@@ -28,11 +33,22 @@ META_FILE = "model.json"
 
 
 @dataclass(frozen=True, slots=True)
+class LSTMState:
+    """The LSTM's memory (hidden and cell state, each (n, H) float32) after the first ``T - 1``
+    vectors of each row's sequence."""
+
+    h: np.ndarray
+    c: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
 class Prediction:
-    """Calibrated risk of failure within the horizon, and remaining useful life in ``rul_unit``."""
+    """Calibrated risk of failure within the horizon, and remaining useful life in ``rul_unit``;
+    ``state``: each row's :class:`LSTMState` (from :meth:`Predictor.predict` only)."""
 
     risk: np.ndarray
     rul: np.ndarray
+    state: LSTMState | None = None
 
 
 @dataclass(frozen=True)
@@ -169,7 +185,10 @@ class Predictor:
         self.rul_unit = bundle.rul_unit
         self._fill = bundle.fill.astype(np.float32)
         self._forest = _session(bundle.forest_onnx)
-        self._lstm = _session(bundle.lstm_onnx)
+        with_state, step = stateful_graphs(bundle.lstm_onnx)
+        self._lstm = _session(with_state)
+        self._step = _session(step)
+        self.state_size = int(self._step.get_inputs()[1].shape[1])
         self.threads = max(1, threads)
         self._pool = ThreadPoolExecutor(self.threads, "motorwatch-inference") if self.threads > 1 else None
 
@@ -180,43 +199,81 @@ class Predictor:
 
     def _run(self, last: np.ndarray, seq: np.ndarray) -> tuple[np.ndarray, ...]:
         pf, rf = self._forest.run(None, {"x": last})
-        pl, rl = self._lstm.run(None, {"seq": seq})
+        pl, rl, h, c = self._lstm.run(None, {"seq": seq})
+        return pf, rf, pl, rl, h, c
+
+    def _run_step(self, last: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, ...]:
+        pf, rf = self._forest.run(None, {"x": last})
+        pl, rl = self._step.run(None, {"x": last, "state_h": h, "state_c": c})
         return pf, rf, pl, rl
 
-    def components(self, last: np.ndarray, seq: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Each model's own ``(p_fail, rul)`` before blending and calibration (for evaluation)."""
-        n, f = np.shape(last)
-        if f != len(self.feature_names) or np.shape(seq) != (n, self.seq_len, f):
-            raise ValueError(
-                f"expected last (n, {len(self.feature_names)}) and seq (n, {self.seq_len}, "
-                f"{len(self.feature_names)}), got {np.shape(last)} and {np.shape(seq)}"
-            )
-        if n == 0:
-            empty = np.zeros(0, np.float32)
-            return {"forest": (empty, empty), "lstm": (empty, empty)}
-        last, seq = self._clean(last), self._clean(seq)
+    def _split(self, run, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        """``run(*arrays)``, the rows cut across the threads when there are enough of them."""
+        n = len(arrays[0])
         parts = min(self.threads, n // MIN_SPLIT_ROWS)
         if self._pool is None or parts < 2:
-            pf, rf, pl, rl = self._run(last, seq)
-        else:
-            cuts = np.linspace(0, n, parts + 1).astype(int)
-            ranges = list(itertools.pairwise(cuts.tolist()))
-            done = list(self._pool.map(lambda r: self._run(last[r[0] : r[1]], seq[r[0] : r[1]]), ranges))
-            pf, rf, pl, rl = (np.concatenate(outs) for outs in zip(*done, strict=True))
+            return run(*arrays)
+        cuts = np.linspace(0, n, parts + 1).astype(int)
+        ranges = list(itertools.pairwise(cuts.tolist()))
+        done = list(self._pool.map(lambda r: run(*(a[r[0] : r[1]] for a in arrays)), ranges))
+        return tuple(np.concatenate(outs) for outs in zip(*done, strict=True))
+
+    def _check(self, last: np.ndarray, seq_shape: tuple[int, ...]) -> None:
+        n, f = np.shape(last)
+        if f != len(self.feature_names) or seq_shape != (n, self.seq_len, f):
+            raise ValueError(
+                f"expected last (n, {len(self.feature_names)}) and seq (n, {self.seq_len}, "
+                f"{len(self.feature_names)}), got {np.shape(last)} and {seq_shape}"
+            )
+
+    @staticmethod
+    def _components(pf, rf, pl, rl) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         # float32 sums of tree votes can land a hair above 1: probabilities stay probabilities.
         return {"forest": (np.clip(pf, 0.0, 1.0), rf), "lstm": (np.clip(pl, 0.0, 1.0), rl)}
 
+    def _forward(self, last: np.ndarray, seq: np.ndarray) -> tuple[dict, LSTMState]:
+        self._check(last, np.shape(seq))
+        if len(last) == 0:
+            empty = np.zeros((0, self.state_size), np.float32)
+            outs = (np.zeros(0, np.float32),) * 4
+            return self._components(*outs), LSTMState(empty, empty)
+        pf, rf, pl, rl, h, c = self._split(self._run, self._clean(last), self._clean(seq))
+        return self._components(pf, rf, pl, rl), LSTMState(h, c)
+
+    def components(self, last: np.ndarray, seq: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Each model's own ``(p_fail, rul)`` before blending and calibration (for evaluation)."""
+        return self._forward(last, seq)[0]
+
     def predict(self, last: np.ndarray, seq: np.ndarray) -> Prediction:
-        """Calibrated ensemble risk and RUL for ``n`` rows."""
-        return self.combine(self.components(last, seq))
+        """Calibrated ensemble risk and RUL for ``n`` rows, and each row's LSTM state after the first
+        ``T - 1`` vectors of its sequence."""
+        components, state = self._forward(last, seq)
+        risk, rul = self._blend(components)
+        return Prediction(risk, rul, state)
+
+    def predict_step(self, last: np.ndarray, state: LSTMState) -> Prediction:
+        """:meth:`predict` for rows whose sequence is a history of ``T - 1`` vectors whose ``state``
+        is known, followed by ``last``: the same scores, for a ``T``-th of the LSTM's work."""
+        self._check(last, (len(last), self.seq_len, np.shape(last)[1]))
+        if np.shape(state.h) != (len(last), self.state_size) or np.shape(state.c) != np.shape(state.h):
+            raise ValueError(f"expected states (n, {self.state_size}), got {np.shape(state.h)}")
+        if len(last) == 0:
+            return Prediction(np.zeros(0), np.zeros(0))
+        risk, rul = self._blend(
+            self._components(*self._split(self._run_step, self._clean(last), state.h, state.c))
+        )
+        return Prediction(risk, rul)
 
     def combine(self, components: dict[str, tuple[np.ndarray, np.ndarray]]) -> Prediction:
         """The ensemble's calibrated risk and RUL from :meth:`components`."""
+        return Prediction(*self._blend(components))
+
+    def _blend(self, components: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
         blend = self.bundle.blend
         if blend is None:
             raise ValueError("this bundle has no fitted ensemble yet: only components() can score it")
         (pf, rf), (pl, rl) = components["forest"], components["lstm"]
-        return Prediction(blend.risk(pf, pl), blend.rul(rf, rl))
+        return blend.risk(pf, pl), blend.rul(rf, rl)
 
     def drivers(self, last: np.ndarray, k: int = 3, baseline: np.ndarray | None = None) -> list[list[Driver]]:
         """Top ``k`` features per row by contribution = forest importance x |deviation from healthy baseline|

@@ -267,3 +267,85 @@ def to_onnx(weights: LSTMWeights, seq_len: int) -> bytes:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     return model.SerializeToString()
+
+
+def stateful_graphs(lstm_onnx: bytes) -> tuple[bytes, bytes]:
+    """Two graphs derived from :func:`to_onnx`'s that score a sequence in two parts, exactly as it does.
+
+    - ``with_state``: ``seq`` (n, T, f) -> ``p``, ``rul`` and the LSTM's memory after the first
+      ``T - 1`` vectors, ``state_h`` and ``state_c`` (n, H): the LSTM operator split into a run over
+      those vectors and one step from there (the same arithmetic, so the same bits).
+    - ``step``: ``x`` (n, f), ``state_h``, ``state_c`` -> ``p``, ``rul``: that last step alone, a
+      ``T``-th of the recurrent work.
+
+    A scorer whose assets' histories change less often than their vectors arrive (1 Hz readings,
+    a model trained on 5-minute logs) runs ``with_state`` once per history and ``step`` per vector."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load_from_string(lstm_onnx)
+    graph = model.graph
+    nodes = list(graph.node)
+    (at,) = [i for i, n in enumerate(nodes) if n.op_type == "LSTM"]
+    lstm, before, after = nodes[at], nodes[:at], nodes[at + 1 :]
+    (seq_in,) = graph.input
+    seq_len, n_features = (d.dim_value for d in seq_in.type.tensor_type.shape.dim[1:])
+    hidden = next(a.i for a in lstm.attribute if a.name == "hidden_size")
+    x_name, h_name = lstm.input[0], lstm.output[1]
+    lstm_inputs = list(lstm.input[:4])
+    axis0 = numpy_helper.from_array(np.array([0], dtype=np.int64), "state_axis0")
+    state_outputs = [
+        helper.make_tensor_value_info(s, TensorProto.FLOAT, [None, hidden]) for s in ("state_h", "state_c")
+    ]
+
+    def make(name: str, inputs: list, nodes: list, outputs: list, inits: list) -> bytes:
+        g = helper.make_graph(nodes, name, inputs, list(graph.output) + outputs, [*graph.initializer, *inits])
+        m = helper.make_model(g, opset_imports=list(model.opset_import))
+        onnx.checker.check_model(m)
+        return m.SerializeToString()
+
+    cut = numpy_helper.from_array(np.array([seq_len - 1, 1], dtype=np.int64), "state_cut")
+    with_state = make(
+        "lstm_with_state",
+        [seq_in],
+        [
+            *before,
+            helper.make_node("Split", [x_name, "state_cut"], ["x_first", "x_last"], axis=0),
+            helper.make_node(
+                "LSTM", ["x_first", *lstm_inputs[1:]], ["", "h_first", "c_first"], hidden_size=hidden
+            ),
+            helper.make_node(
+                "LSTM",
+                ["x_last", *lstm_inputs[1:], "", "h_first", "c_first"],
+                ["", h_name],
+                hidden_size=hidden,
+            ),
+            helper.make_node("Squeeze", ["h_first", "state_axis0"], ["state_h"]),
+            helper.make_node("Squeeze", ["c_first", "state_axis0"], ["state_c"]),
+            *after,
+        ],
+        state_outputs,
+        [cut, axis0],
+    )
+    # The step graph feeds x as a sequence of one through the same preprocessing nodes.
+    step = make(
+        "lstm_step",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, n_features]),
+            *[
+                helper.make_tensor_value_info(s, TensorProto.FLOAT, [None, hidden])
+                for s in ("state_h", "state_c")
+            ],
+        ],
+        [
+            helper.make_node("Unsqueeze", ["x", "state_axis1"], [seq_in.name]),
+            helper.make_node("Unsqueeze", ["state_h", "state_axis0"], ["h0"]),
+            helper.make_node("Unsqueeze", ["state_c", "state_axis0"], ["c0"]),
+            *before,
+            helper.make_node("LSTM", [*lstm_inputs, "", "h0", "c0"], ["", h_name], hidden_size=hidden),
+            *after,
+        ],
+        [],
+        [axis0, numpy_helper.from_array(np.array([1], dtype=np.int64), "state_axis1")],
+    )
+    return with_state, step

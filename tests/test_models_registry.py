@@ -15,7 +15,7 @@ from ingest.schemas import Driver
 from models import forest, lstm, synthetic
 from models.card import CARD_FILE
 from models.dataset import LabelledLog
-from models.inference import Predictor
+from models.inference import LSTMState, Predictor
 from models.registry import LATEST, Registry, SpecMismatchError
 from models.sequences import sequence_step, windows
 from models.training import TrainConfig, fit
@@ -109,6 +109,27 @@ def test_predictor_contract_shapes_ranges_and_batch_of_one(trained) -> None:
     assert pred.predict(last[:0], seq[:0]).risk.shape == (0,)
     with pytest.raises(ValueError, match="expected last"):
         pred.predict(last, seq[:, :3])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_one_lstm_step_from_a_remembered_state_scores_the_same_bits_as_the_whole_sequence(
+    trained, threads
+) -> None:
+    """What the scorer relies on when it serves an asset's next rows from the LSTM state of its
+    history: the state after the first T - 1 vectors, then one step on the row, is the full run."""
+    ds, result = trained
+    pred = Predictor(result.bundle, threads=threads)
+    last, seq = _inputs(ds, 600, pred.seq_len)
+    full = pred.predict(last, seq)
+    assert full.state is not None and full.state.h.shape == (600, pred.state_size)
+    step = pred.predict_step(last, full.state)
+    assert np.array_equal(step.risk, full.risk) and np.array_equal(step.rul, full.rul)
+    # The state carries the history: other rows' states give other risks (this tiny ensemble's
+    # RUL is all forest, its risk 10 % LSTM).
+    rolled = pred.predict_step(last, LSTMState(np.roll(full.state.h, 1, 0), np.roll(full.state.c, 1, 0)))
+    assert not np.array_equal(rolled.risk, full.risk)
+    with pytest.raises(ValueError, match="expected states"):
+        pred.predict_step(last[:3], full.state)
 
 
 def test_risk_rises_towards_failure(trained) -> None:
