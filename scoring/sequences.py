@@ -15,11 +15,17 @@ With a ``step`` (the event time between the vectors of the model's training sequ
 bundle), an asset's history keeps a vector only once ``step`` has passed since the one kept before
 (within ``STEP_TOLERANCE``), and a row's sequence is the last ``T - 1`` kept vectors and the row
 itself: a model trained on 5-minute logs sees 5-minute steps when it scores 1 Hz readings.
+
+Every row also gets a ``prefix`` key: which history its first ``T - 1`` vectors are (the count of
+vectors its asset has kept so far; -1 when the row has no history and pads itself). Rows with the
+same key share the LSTM's memory after that history: the store keeps each asset's newest such
+state (:meth:`remember`), so the next rows on that history need one LSTM step, not ``T``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -27,10 +33,20 @@ _FEW_REPEATS = 4  # up to this many rows per asset, shifting windows in rounds m
 STEP_TOLERANCE = 0.1  # a vector is kept once 90 % of the step has passed: sampling jitter keeps them all
 
 
-class SequenceStore:
-    """The last ``seq_len`` vectors of each asset, with the event time of the newest one."""
+class Sequences(NamedTuple):
+    """What :meth:`SequenceStore.append` returns for ``n`` rows."""
 
-    def __init__(self, seq_len: int, n_features: int, capacity: int = 1024, step: float = 0.0) -> None:
+    seq: np.ndarray  # (n, T, f): each row's last T - 1 kept vectors of its asset, then the row
+    prefix: np.ndarray  # (n,) int64: the history key of seq[:, :-1]; -1 for a row padding itself
+
+
+class SequenceStore:
+    """The last ``seq_len`` vectors of each asset, with the event time of the newest one, and the
+    LSTM memory (``state_size`` floats twice) after its newest history."""
+
+    def __init__(
+        self, seq_len: int, n_features: int, capacity: int = 1024, step: float = 0.0, state_size: int = 0
+    ) -> None:
         self.seq_len = seq_len
         self.n_features = n_features
         self.step = step
@@ -42,6 +58,10 @@ class SequenceStore:
         self.kept_ts = np.full(capacity, -np.inf)  # event time of the newest kept vector
         self.last_ts = np.full(capacity, -np.inf)
         self.last_marker_ts = np.full(capacity, -np.inf)  # newest stale marker admitted
+        self.version = np.zeros(capacity, dtype=np.int64)  # vectors ever kept: the history's key
+        self.state_key = np.full(capacity, -1, dtype=np.int64)  # history whose state is remembered
+        self.state_h = np.zeros((capacity, state_size), dtype=np.float32)
+        self.state_c = np.zeros((capacity, state_size), dtype=np.float32)
 
     def __len__(self) -> int:
         return len(self.slot)
@@ -61,7 +81,7 @@ class SequenceStore:
     def push(self, asset_ids: Sequence[str], ts: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`admit` then :meth:`append` the admitted rows: ``(seq (m, T, f), keep (n,) bool)``."""
         slots, keep = self.admit(asset_ids, ts)
-        return self.append(slots[keep], x[keep], np.asarray(ts, dtype=np.float64)[keep]), keep
+        return self.append(slots[keep], x[keep], np.asarray(ts, dtype=np.float64)[keep]).seq, keep
 
     def admit(
         self, asset_ids: Sequence[str], ts: np.ndarray, stale: np.ndarray | None = None
@@ -99,12 +119,13 @@ class SequenceStore:
         np.maximum.at(last_ts, slots[keep], ts[keep])
         return keep
 
-    def append(self, slots: np.ndarray, x: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    def append(self, slots: np.ndarray, x: np.ndarray, ts: np.ndarray) -> Sequences:
         """Append rows ``x`` (n, f) of admitted ``slots`` at event times ``ts`` in stream order; return
-        each row's sequence (n, T, f): its asset's last ``T - 1`` kept vectors, then the row."""
+        each row's sequence (n, T, f): its asset's last ``T - 1`` kept vectors, then the row; and the
+        key of that history."""
         n, t_len = len(slots), self.seq_len
         if n == 0:
-            return np.empty((0, t_len, self.n_features), dtype=np.float32)
+            return Sequences(np.empty((0, t_len, self.n_features), dtype=np.float32), np.empty(0, np.int64))
         self.newest[slots] = x  # the last row of each slot wins (fancy assignment goes in order)
         # Group rows by asset (stable: stream order within an asset).
         order = np.argsort(slots, kind="stable")
@@ -112,17 +133,20 @@ class SequenceStore:
         unique = bool((sorted_slots[1:] != sorted_slots[:-1]).all())
         kept = self._kept(slots, ts, unique)
         if unique:
-            return self._append_unique(slots, x, kept)
+            prefix = np.where(self.count[slots] > 0, self.version[slots], -1)
+            self.version[slots] += kept
+            return Sequences(self._append_unique(slots, x, kept), prefix)
         first = np.flatnonzero(np.r_[True, sorted_slots[1:] != sorted_slots[:-1]])
         uniq = sorted_slots[first]
         sizes = np.diff(np.r_[first, n])
         rank = np.arange(n) - np.repeat(first, sizes)
+        prefix = self._prefix(slots, kept, order, first, sizes)
         if sizes.max() <= _FEW_REPEATS:  # e.g. a poll spanning two rounds of the fleet: shift in rounds
             seq = np.empty((n, t_len, self.n_features), dtype=np.float32)
             for r in range(int(sizes.max())):
                 rows = order[rank == r]  # each asset's r-th row (stream order within an asset)
                 seq[rows] = self._append_unique(slots[rows], x[rows], kept[rows])
-            return seq
+            return Sequences(seq, prefix)
         # One segment per asset: its stored history (T rows) followed by its new rows.
         seg_start = np.r_[0, np.cumsum(t_len + sizes)[:-1]]
         combined = np.empty((len(uniq) * t_len + n, self.n_features), dtype=np.float32)
@@ -153,7 +177,22 @@ class SequenceStore:
         tail = np.maximum(seg_end[:, None] - t_len + np.arange(t_len), seg_first[:, None])
         self.buf[uniq] = combined[kept_pos[tail]]
         self.count[uniq] = np.minimum(seg_end - seg_first, t_len)
-        return seq
+        return Sequences(seq, prefix)
+
+    def _prefix(
+        self, slots: np.ndarray, kept: np.ndarray, order: np.ndarray, first: np.ndarray, sizes: np.ndarray
+    ) -> np.ndarray:
+        """Each row's history key (rows grouped by asset: ``order``, group ``first`` and ``sizes``),
+        before the rows change it; advances ``version``."""
+        kept_sorted = kept[order].astype(np.int64)
+        before = np.cumsum(kept_sorted) - kept_sorted  # kept rows earlier in the batch, all assets
+        before -= np.repeat(before[first], sizes)  # ... of the row's own asset
+        sorted_slots = slots[order]
+        key = np.where((self.count[sorted_slots] > 0) | (before > 0), self.version[sorted_slots] + before, -1)
+        prefix = np.empty(len(slots), dtype=np.int64)
+        prefix[order] = key
+        np.add.at(self.version, slots, kept)
+        return prefix
 
     def _kept(self, slots: np.ndarray, ts: np.ndarray, unique: bool) -> np.ndarray:
         """Which rows join their asset's history (all of them without a step); advances ``kept_ts``.
@@ -188,9 +227,29 @@ class SequenceStore:
         self.count[slots[kept]] = count[kept]
         return seq
 
+    def known(self, slots: np.ndarray, prefix: np.ndarray) -> np.ndarray:
+        """Rows whose history's LSTM state is remembered (see :meth:`remember`)."""
+        return (prefix >= 0) & (self.state_key[slots] == prefix)
+
+    def state(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The remembered ``(h, c)`` of ``slots``."""
+        return self.state_h[slots], self.state_c[slots]
+
+    def remember(self, slots: np.ndarray, prefix: np.ndarray, h: np.ndarray, c: np.ndarray) -> None:
+        """Remember the LSTM state ``(h, c)`` after each row's history (rows in stream order: an
+        asset's last one stays). Rows padding themselves (prefix -1) have no history to remember."""
+        has = prefix >= 0
+        slots = slots[has]
+        self.state_key[slots], self.state_h[slots], self.state_c[slots] = prefix[has], h[has], c[has]
+
+    def forget_states(self) -> None:
+        """Drop every remembered state (another model's LSTM computed them)."""
+        self.state_key[:] = -1
+
     def forget(self, slots: np.ndarray) -> None:
         """Empty the sequences of ``slots`` (their assets start over, left-padded)."""
         self.count[slots] = 0
+        self.state_key[slots] = -1
         self.kept_ts[slots] = -np.inf
         self.last_ts[slots] = -np.inf
         self.last_marker_ts[slots] = -np.inf
@@ -208,3 +267,7 @@ class SequenceStore:
         self.kept_ts = np.concatenate([self.kept_ts, np.full(extra, -np.inf)])
         self.last_ts = np.concatenate([self.last_ts, np.full(extra, -np.inf)])
         self.last_marker_ts = np.concatenate([self.last_marker_ts, np.full(extra, -np.inf)])
+        self.version = np.concatenate([self.version, np.zeros(extra, dtype=np.int64)])
+        self.state_key = np.concatenate([self.state_key, np.full(extra, -1, dtype=np.int64)])
+        self.state_h = np.concatenate([self.state_h, np.zeros((extra, self.state_h.shape[1]), np.float32)])
+        self.state_c = np.concatenate([self.state_c, np.zeros((extra, self.state_c.shape[1]), np.float32)])

@@ -3,7 +3,8 @@
 ``DoublePredictor`` is a small, honest stand-in for models.inference.Predictor: a plain deterministic
 function of the features (risk = feature ``a``, RUL = 100 x the mean of ``b`` over the sequence), so
 the scorer's batching, sequences, policy wiring, outputs, offsets and hot reload can be tested
-without training a model. The real-model tests use the registry.
+without training a model. Its LSTM state is the ``b`` of a sequence's first ``T - 1`` vectors, so a
+row scored from a wrong remembered state gets a wrong RUL. The real-model tests use the registry.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 from ingest.profiles import load_profile
 from ingest.schemas import Driver, Features, decode_many, encode
+from models.inference import LSTMState
 from scoring.worker import Scorer, ScorerConfig
 
 NAMES = ("a", "b", "c")
@@ -24,21 +26,34 @@ NAMES = ("a", "b", "c")
 class Prediction:
     risk: np.ndarray
     rul: np.ndarray
+    state: LSTMState | None = None
 
 
 class DoublePredictor:
     """risk = a (clipped), rul = 100 * mean of b over the sequence (so the sequence matters)."""
 
-    def __init__(self, version: str, seq_len: int = 4) -> None:
+    def __init__(self, version: str, seq_len: int = 4, seq_step: float = 0.0) -> None:
         self.version, self.seq_len, self.feature_names, self.rul_unit = version, seq_len, NAMES, "h"
-        self.seq_step = 0.0
+        self.seq_step = seq_step
+        self.state_size = seq_len - 1
         self.calls: list[int] = []
+        self.steps: list[int] = []
 
     def predict(self, last: np.ndarray, seq: np.ndarray):
         assert last.shape[1:] == (3,) and seq.shape == (len(last), self.seq_len, 3)
         self.calls.append(len(last))
-        last, seq = np.nan_to_num(last), np.nan_to_num(seq)  # the real one fills NaN with training medians
-        return Prediction(np.clip(last[:, 0], 0, 1).astype(np.float64), 100.0 * seq[:, :, 1].mean(axis=1))
+        state = LSTMState(seq[:, :-1, 1].copy(), np.zeros((len(last), self.state_size), np.float32))
+        return self._scores(last, seq[:, :, 1], state)
+
+    def predict_step(self, last: np.ndarray, state: LSTMState):
+        assert last.shape[1:] == (3,) and state.h.shape == (len(last), self.state_size)
+        self.steps.append(len(last))
+        return self._scores(last, np.concatenate([state.h, last[:, 1:2]], axis=1))
+
+    @staticmethod
+    def _scores(last: np.ndarray, b: np.ndarray, state: LSTMState | None = None) -> Prediction:
+        last, b = np.nan_to_num(last), np.nan_to_num(b)  # the real one fills NaN with training medians
+        return Prediction(np.clip(last[:, 0], 0, 1).astype(np.float64), 100.0 * b.mean(axis=1), state)
 
     def drivers(self, last: np.ndarray, k: int = 3, baseline: np.ndarray | None = None) -> list[list[Driver]]:
         """Deviation from the asset's baseline (0 where none is given), largest first."""
@@ -55,16 +70,19 @@ class DoublePredictor:
 
 
 class DoubleRegistry:
-    def __init__(self, version: str = "v0001") -> None:
+    def __init__(self, version: str = "v0001", seq_step: float = 0.0) -> None:
         self.latest = version
+        self.seq_step = seq_step
         self.loaded: list[str] = []
+        self.predictors: list[DoublePredictor] = []
 
     def latest_version(self) -> str | None:
         return self.latest
 
     def load(self, version: str | None = None, spec=None, threads: int = 1) -> DoublePredictor:
         self.loaded.append(version)
-        return DoublePredictor(version or self.latest)
+        self.predictors.append(DoublePredictor(version or self.latest, seq_step=self.seq_step))
+        return self.predictors[-1]
 
 
 def features(asset: str, ts: float, a: float, b: float = 0.9, stale: bool = False) -> bytes:

@@ -21,7 +21,8 @@ def reference_window(history: list[np.ndarray], seq_len: int) -> np.ndarray:
 @pytest.mark.parametrize("few_repeats", [0, 4, 1000], ids=["by_segments", "mixed", "by_rounds"])
 def test_sequences_match_brute_force_with_repeats_growth_and_redelivery(monkeypatch, few_repeats, step):
     """Each row's sequence is its asset's last T - 1 kept vectors and itself; with a step, a vector is
-    kept once the step has passed since the last one kept (rows here are 1 apart per asset)."""
+    kept once the step has passed since the last one kept (rows here are 1 apart per asset). Its
+    history key counts the vectors kept before it (-1: none, the row pads itself)."""
     monkeypatch.setattr(sequences, "_FEW_REPEATS", few_repeats)  # each way of appending repeats
     rng = np.random.default_rng(7)
     seq_len, n_features = 5, 3
@@ -42,11 +43,13 @@ def test_sequences_match_brute_force_with_repeats_growth_and_redelivery(monkeypa
             clock[a] = clock.get(a, 0) + 1
             ts.append(clock[a])
         x = rng.normal(size=(n, n_features)).astype(np.float32)
-        seq, keep = store.push(ids, np.array(ts, dtype=float), x)
+        slots, keep = store.admit(ids, np.array(ts, dtype=float))
+        seq, prefix = store.append(slots, x, np.array(ts, dtype=float))
         assert keep.all() and seq.shape == (n, seq_len, n_features)
         for i, a in enumerate(ids):
             kept = history.setdefault(a, [])
             np.testing.assert_array_equal(seq[i], reference_window([*kept[-(seq_len - 1) :], x[i]], seq_len))
+            assert prefix[i] == (len(kept) if kept else -1)
             if ts[i] - kept_at.get(a, -np.inf) >= step * (1 - sequences.STEP_TOLERANCE):
                 kept.append(x[i])
                 kept_at[a] = ts[i]
@@ -88,6 +91,39 @@ def test_forgotten_assets_start_over_as_if_never_seen():
     assert keep.tolist() == [True] and seq[0, :, 0].tolist() == [7.0, 7.0, 7.0]
     assert store.admit(["a"], np.array([5.0]), np.array([True]))[1].tolist() == [True]
     assert store.latest(["b"])[0].tolist() == [2.0]  # other assets untouched
+
+
+def test_a_remembered_lstm_state_serves_only_its_own_history():
+    """The scorer takes one LSTM step from a remembered state only for rows on exactly that history:
+    not after a vector joins it, nor after the asset is forgotten, nor under another model."""
+    store = SequenceStore(3, 1, capacity=1, step=10.0, state_size=2)
+    x = np.ones((1, 1), np.float32)
+
+    def row(asset: str, ts: float) -> tuple[np.ndarray, np.ndarray]:
+        slots, _ = store.admit([asset], np.array([ts]))
+        return slots, store.append(slots, x, np.array([ts])).prefix
+
+    slots, prefix = row("a", 0.0)
+    assert prefix.tolist() == [-1]  # pads itself: nothing to remember
+    store.remember(slots, prefix, np.full((1, 2), 5.0, np.float32), np.zeros((1, 2), np.float32))
+    assert not store.known(slots, prefix).any()
+    slots, prefix = row("a", 1.0)  # within the step: on the history [v0]
+    store.remember(slots, prefix, np.full((1, 2), 7.0, np.float32), np.zeros((1, 2), np.float32))
+    slots, later = row("a", 2.0)
+    assert later.tolist() == prefix.tolist() and store.known(slots, later).all()
+    assert store.state(slots)[0].tolist() == [[7.0, 7.0]]
+    slots, moved = row("a", 11.0)  # v0 + 10 s: the row joins the history, after its own sequence
+    assert moved.tolist() == prefix.tolist()
+    slots, after = row("a", 12.0)
+    assert after[0] > prefix[0] and not store.known(slots, after).any()
+    store.remember(slots, after, np.ones((1, 2), np.float32), np.ones((1, 2), np.float32))
+    row("b", 0.0)  # grows the store: remembered states survive
+    assert store.known(*row("a", 13.0)).all()
+    store.forget_states()
+    assert not store.known(*row("a", 14.0)).any()
+    store.remember(slots, after, np.ones((1, 2), np.float32), np.ones((1, 2), np.float32))
+    store.forget(slots)
+    assert row("a", 15.0)[1].tolist() == [-1]
 
 
 def test_baselines_are_the_mean_of_each_assets_first_n_vectors_across_batches_and_resets() -> None:

@@ -167,6 +167,46 @@ def test_hot_reload_swaps_version_between_batches_without_loss_or_duplicates():
     assert versions.count("v0001") == 100 and versions.count("v0002") == 100
 
 
+@pytest.mark.parametrize("batch_size", [1, 7, 1000])
+def test_rows_on_a_remembered_history_take_one_lstm_step_and_score_as_their_whole_sequence(batch_size):
+    """A model trained at a 5 s cadence scoring 1 s vectors: the LSTM's state after an asset's kept
+    history serves its next rows (one step each), and every RUL is that of the row's full sequence:
+    the last T - 1 kept vectors, then the row. A reload forgets the states (another LSTM)."""
+    rng = np.random.default_rng(5)
+    step, seq_len, n_assets, steps = 5.0, 4, 3, 40
+    msgs, expected = [], {}
+    kept: dict[str, list[float]] = {}
+    kept_at: dict[str, float] = {}
+    for t in range(steps):
+        for i in range(n_assets):
+            aid, ts, b = f"m{i}", 1000.0 + t, float(np.float32(rng.random()))
+            msgs.append((aid.encode(), features(aid, ts, 0.1, b)))
+            history = kept.setdefault(aid, [])[-(seq_len - 1) :]
+            window = [*([history[0]] if history else [b]) * (seq_len - 1 - len(history)), *history, b]
+            expected[(aid, ts)] = 100.0 * float(np.mean(np.array(window, np.float32)))
+            if ts - kept_at.get(aid, -np.inf) >= step * 0.9:
+                kept[aid].append(b)
+                kept_at[aid] = ts
+    bus = InProcessBus(partitions=2)
+    bus.producer().send_batch(topics.FEATURES, msgs[: len(msgs) // 2])
+    registry = DoubleRegistry(seq_step=step)
+    scorer = make_scorer(bus, registry, batch_size=batch_size)
+    drain(scorer)
+    registry.latest = "v0002"
+    bus.producer().send_batch(topics.FEATURES, msgs[len(msgs) // 2 :])
+    drain(scorer)
+    scores = read(bus, topics.SCORES, Score)
+    assert len(scores) == len(msgs)
+    for s in scores:
+        assert s.rul == pytest.approx(expected[(s.asset_id, s.ts)], rel=1e-6), (s.asset_id, s.ts)
+    first, second = registry.predictors
+    # Whole sequences, per asset and whatever the batches: its first row (no history: it pads
+    # itself), the first row on each of its 8 histories (a vector kept every 5 rows), and its first
+    # row after the reload (the old model's states are not used). Every other row takes a step.
+    full, stepped = sum(first.calls) + sum(second.calls), sum(first.steps) + sum(second.steps)
+    assert (full, stepped) == (n_assets * (1 + steps // 5 + 1), len(msgs) - full)
+
+
 def test_score_cadence_publishes_at_most_one_score_per_interval_but_alerts_on_every_score():
     bus = InProcessBus(partitions=1)
     bus.producer().send_batch(topics.FEATURES, [(b"m1", features("m1", float(t), 0.95)) for t in range(10)])
