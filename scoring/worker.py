@@ -377,7 +377,9 @@ class Scorer:
         new = np.flatnonzero(~known)
         new = new[np.argsort(slots[new], kind="stable")]
         s, p = slots[new], prefix[new]
-        first = np.r_[True, (s[1:] != s[:-1]) | (p[1:] != p[:-1])] | (p < 0)
+        first = p < 0  # a row padding itself is its own history
+        first[:1] = True
+        first[1:] |= (s[1:] != s[:-1]) | (p[1:] != p[:-1])
         leader = new[np.maximum.accumulate(np.where(first, np.arange(len(new)), 0))]
         lead = np.sort(new[first])  # stream order: an asset's newest history is the one remembered
         if len(lead):
