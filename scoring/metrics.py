@@ -29,6 +29,13 @@ INFERENCE_SECONDS = Histogram(
     "Wall time of one batched ensemble inference call.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+LSTM_ROWS = Counter(
+    "motorwatch_scorer_lstm_rows_total",
+    "Rows through the LSTM: its whole sequence (a history without a remembered state), or one step.",
+    ["path"],
+)
+for _path in ("sequence", "step"):
+    LSTM_ROWS.labels(_path)
 LATENCY = Histogram(
     "motorwatch_score_latency_seconds",
     "Reading event time to score emission (live streams only).",

@@ -382,6 +382,8 @@ class Scorer:
         first[1:] |= (s[1:] != s[:-1]) | (p[1:] != p[:-1])
         leader = new[np.maximum.accumulate(np.where(first, np.arange(len(new)), 0))]
         lead = np.sort(new[first])  # stream order: an asset's newest history is the one remembered
+        metrics.LSTM_ROWS.labels("sequence").inc(len(lead))
+        metrics.LSTM_ROWS.labels("step").inc(n - len(lead))
         if len(lead):
             full = predictor.predict(x[lead], seqs.seq[lead])
             risk[lead], rul[lead] = full.risk, full.rul

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 from scoring_doubles import DoubleRegistry, drain, features, make_scorer, read
 
 from ingest import topics
@@ -187,6 +188,7 @@ def test_rows_on_a_remembered_history_take_one_lstm_step_and_score_as_their_whol
             if ts - kept_at.get(aid, -np.inf) >= step * 0.9:
                 kept[aid].append(b)
                 kept_at[aid] = ts
+    counted = {path: _lstm_rows(path) for path in ("sequence", "step")}
     bus = InProcessBus(partitions=2)
     bus.producer().send_batch(topics.FEATURES, msgs[: len(msgs) // 2])
     registry = DoubleRegistry(seq_step=step)
@@ -205,6 +207,14 @@ def test_rows_on_a_remembered_history_take_one_lstm_step_and_score_as_their_whol
     # row after the reload (the old model's states are not used). Every other row takes a step.
     full, stepped = sum(first.calls) + sum(second.calls), sum(first.steps) + sum(second.steps)
     assert (full, stepped) == (n_assets * (1 + steps // 5 + 1), len(msgs) - full)
+    assert (_lstm_rows("sequence") - counted["sequence"], _lstm_rows("step") - counted["step"]) == (
+        full,
+        stepped,
+    )
+
+
+def _lstm_rows(path: str) -> float:
+    return REGISTRY.get_sample_value("motorwatch_scorer_lstm_rows_total", {"path": path})
 
 
 def test_score_cadence_publishes_at_most_one_score_per_interval_but_alerts_on_every_score():
