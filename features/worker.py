@@ -24,6 +24,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,15 +36,13 @@ from ingest.bus import Bus, Record, TopicPartition
 from ingest.deadletter import dead_letter
 from ingest.profiles import Profile
 from ingest.schemas import (
-    Features,
+    FeatureBlock,
     MaintenanceEvent,
     ReadingBatch,
     Reason,
     Rejection,
     decode_many,
     decode_readings,
-    encode,
-    encode_features,
 )
 
 log = logging.getLogger(__name__)
@@ -76,6 +75,8 @@ class WorkerConfig:
     checkpoint_interval_s: float = 10.0
     max_records: int = 4096
     timeout_s: float = 0.05
+    # Send FeatureBlock rows rather than JSON: only for a scorer in this process, on the in-process bus.
+    columns_in_process: bool = False
 
     @classmethod
     def prefixed(cls, prefix: str, **fields: object) -> WorkerConfig:
@@ -96,7 +97,7 @@ class FeatureWorker:
         self.profile = profile
         self.spec = FeatureSpec.from_profile(profile)
         self.engine = FeatureEngine(self.spec)
-        self.names = list(self.spec.names)
+        self.names = tuple(self.spec.names)
         self._owned: set[int] = set()
         self._assets: dict[int, set[str]] = defaultdict(set)
         self._watermark: dict[int, float] = {}
@@ -205,7 +206,7 @@ class FeatureWorker:
         if pairs:
             self.engine.add_maintenance([m.asset_id for _, m in pairs], [m.ts for _, m in pairs])
 
-    def _readings(self, records: list[Record]) -> list[tuple[bytes, bytes]]:
+    def _readings(self, records: list[Record]) -> list[tuple[bytes, Any]]:
         batch, rejects = decode_readings([r.value for r in records], self.profile)
         duplicates = self.engine.duplicates
         part = np.array([records[i].partition for i in batch.index.tolist()], dtype=np.int64)
@@ -273,8 +274,8 @@ class FeatureWorker:
         return markers
 
     def _place(
-        self, markers: list[_Marker], out: list[tuple[bytes, bytes]], emitted: Emitted, batch: ReadingBatch
-    ) -> list[tuple[bytes, bytes]]:
+        self, markers: list[_Marker], out: list[tuple[bytes, Any]], emitted: Emitted, batch: ReadingBatch
+    ) -> list[tuple[bytes, Any]]:
         """The vectors ``out`` with the markers among them where they would be had the readings come
         one at a time: a marker goes before the first vector of its asset released (its asset's
         clock passed it by the grace period) at a later row than the one that showed the silence."""
@@ -287,7 +288,7 @@ class FeatureWorker:
         for i, a in enumerate(emitted.asset_id):
             if a in marked:
                 vectors_of[a].append(i)
-        before: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)  # output index -> markers
+        before: dict[int, list[tuple[bytes, Any]]] = defaultdict(list)  # output index -> markers
         for m in markers:
             rows = np.asarray(rows_of[m.asset_id], dtype=np.int64)
             limit = np.maximum.accumulate(np.r_[m.clock, batch.ts[rows]])[1:] - self.spec.grace
@@ -296,16 +297,20 @@ class FeatureWorker:
             if len(rows):
                 released = rows[np.minimum(np.searchsorted(limit, emitted.ts[vectors]), len(rows) - 1)]
             later = [v for v, r in zip(vectors, released.tolist(), strict=False) if r > m.row]
-            message = encode(Features(asset_id=m.asset_id, ts=m.ts, features={}, stale=True))
-            before[later[0] if later else len(out)].append((m.asset_id.encode(), message))
-        placed: list[tuple[bytes, bytes]] = []
+            marker = FeatureBlock([m.asset_id], np.array([m.ts]), self.names, np.empty((1, 0)), stale=True)
+            before[later[0] if later else len(out)] += self._out(marker)
+        placed: list[tuple[bytes, Any]] = []
         for i, vector in enumerate(out):
             placed += before.pop(i, [])
             placed.append(vector)
         return placed + before.pop(len(out), [])
 
-    def _encode(self, emitted: Emitted) -> list[tuple[bytes, bytes]]:
-        return encode_features(emitted.asset_id, emitted.ts, self.names, emitted.values)
+    def _encode(self, emitted: Emitted) -> list[tuple[bytes, Any]]:
+        return self._out(FeatureBlock(emitted.asset_id, emitted.ts, self.names, emitted.values))
+
+    def _out(self, block: FeatureBlock) -> list[tuple[bytes, Any]]:
+        """``block``'s rows as bus messages: JSON, or ``(block, row)`` for a scorer in this process."""
+        return block.rows() if self.config.columns_in_process else block.messages()
 
     # -- recovery -------------------------------------------------------------------------------
 

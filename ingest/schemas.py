@@ -394,6 +394,49 @@ def encode_features(
     return _keyed(asset_ids, out)
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class FeatureBlock:
+    """Feature messages in columns, for a stage in the same process: the in-process bus can carry
+    ``(block, row)`` values (:meth:`rows`) instead of JSON, so neither side formats or parses 41
+    floats per vector. Row ``i`` is the :class:`Features` message ``asset_id[i]`` at ``ts[i]`` with
+    the finite ``values[i]`` (columns ``names``), or a stale marker (no features) when ``stale``;
+    :meth:`messages` gives the JSON, byte for byte as :func:`encode_features` writes it."""
+
+    asset_id: Sequence[str]
+    ts: np.ndarray
+    names: tuple[str, ...]
+    values: np.ndarray  # (n, len(names)) float64
+    stale: bool = False
+
+    def rows(self) -> list[tuple[bytes, tuple[FeatureBlock, int]]]:
+        """Every row as a ``(key, (block, row))`` bus message."""
+        keys = {a: a.encode() for a in set(self.asset_id)}
+        return list(
+            zip(map(keys.__getitem__, self.asset_id), zip(repeat(self), range(len(self.ts))), strict=True)
+        )
+
+    def message(self, row: int) -> bytes:
+        """Row ``row`` as JSON."""
+        one = FeatureBlock(
+            self.asset_id[row : row + 1],
+            self.ts[row : row + 1],
+            self.names,
+            self.values[row : row + 1],
+            self.stale,
+        )
+        return one.messages()[0][1]
+
+    def messages(self) -> list[tuple[bytes, bytes]]:
+        """Every row as a ``(key, JSON)`` bus message."""
+        if not self.stale:
+            return encode_features(self.asset_id, self.ts, self.names, self.values)
+        markers = (
+            Features(asset_id=a, ts=t, features={}, stale=True)
+            for a, t in zip(self.asset_id, self.ts.tolist(), strict=True)
+        )
+        return _keyed(self.asset_id, encode_many(list(markers)))
+
+
 def _keyed(asset_ids: Sequence[str], values: list[bytes]) -> list[tuple[bytes, bytes]]:
     """``values`` as bus messages keyed by their asset id (each distinct id encoded once)."""
     keys = {a: a.encode() for a in set(asset_ids)}

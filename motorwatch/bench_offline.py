@@ -3,6 +3,9 @@
 The log is a simulated fleet (200 motors, one reading a minute, sensor faults on) of about ``count``
 readings. The model is the registry's latest (``MOTORWATCH_REGISTRY``); with an empty registry, a
 small one is trained first on another simulated fleet (outside the timed part).
+
+The same replay then runs with the feature vectors passed between the stages as JSON (as on Kafka)
+instead of columns: the baseline of the hand-over, with the same output.
 """
 
 from __future__ import annotations
@@ -35,13 +38,26 @@ def run(count: int, bus, console) -> list[dict]:
         fleet = FleetConfig(motors=MOTORS, interval_s=INTERVAL_S, mean_onset_days=20.0)
         simulate_to_files(fleet, 11, root / "log", days * 86400.0)
         console.print(f"  {MOTORS} motors x {days:.1f} days at {INTERVAL_S:g} s; scoring with {registry}")
-        with Span() as span:
-            out = root / "scores.parquet"
-            result = score_logs(
-                [root / "log"], profile, registry, out, on_bad_row=_count_only, progress=False
-            )
-    note = f"{result.replay.published:,} readings -> {result.scores:,} scores, Parquet in and out"
-    return rate_rows("replay -> offline scores", span, result.replay.published, note, ">= 100000")
+        rows = []
+        for json_features in (False, True):
+            with Span() as span:
+                out = root / "scores.parquet"
+                result = score_logs(
+                    [root / "log"],
+                    profile,
+                    registry,
+                    out,
+                    on_bad_row=_count_only,
+                    progress=False,
+                    json_features=json_features,
+                )
+            n = result.replay.published
+            if json_features:
+                rows += rate_rows("replay -> offline scores, JSON between the stages", span, n)
+            else:
+                note = f"{n:,} readings -> {result.scores:,} scores, Parquet in and out"
+                rows += rate_rows("replay -> offline scores", span, n, note, ">= 100000")
+    return rows
 
 
 def _count_only(row) -> None:

@@ -114,9 +114,11 @@ def score_logs(
     send_rows: int = DEFAULT_SEND_ROWS,
     on_bad_row: Callable[[BadRow], None] | None = None,
     progress: bool | None = None,
+    json_features: bool = False,
 ) -> OfflineResult:
     """Replay ``paths`` through features and scoring with the registry's latest model; write ``out``
-    (``.csv`` or ``.parquet``)."""
+    (``.csv`` or ``.parquet``). ``json_features``: pass the feature vectors between the stages as
+    JSON, as a Kafka deployment does (same output; for comparison)."""
     if out.suffix not in (".csv", ".parquet"):
         raise ValueError(f"--out {out}: write .csv or .parquet")
     bus = InProcessBus()
@@ -125,7 +127,7 @@ def score_logs(
         scorer = ScorerConfig(
             score_interval=score_interval, measure_latency=False, inference_threads=os.cpu_count() or 1
         )
-        pipeline = Pipeline.build(bus, profile, registry, scorer)
+        pipeline = Pipeline.build(bus, profile, registry, scorer, json_features=json_features)
         outputs = _Outputs(bus)
         producer = bus.producer()
         result = replay(

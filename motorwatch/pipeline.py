@@ -19,6 +19,7 @@ from typing import Any
 from features.worker import FeatureWorker, WorkerConfig
 from ingest import topics
 from ingest.bus import Bus, BusError, Consumer, Record
+from ingest.inproc import InProcessBus
 from ingest.profiles import Profile
 from models.registry import Registry
 from scoring.worker import Scorer, ScorerConfig
@@ -57,16 +58,20 @@ class Pipeline:
         scorer_config: ScorerConfig | None = None,
         partitions: int = 6,
         topic_prefix: str = "",
+        json_features: bool = False,
     ) -> Pipeline:
         """Create the topics and both stages; refuses (:class:`NoModelError`) an empty registry.
 
-        ``topic_prefix`` isolates a run on a shared cluster: it names its topics and consumer groups."""
+        ``topic_prefix`` isolates a run on a shared cluster: it names its topics and consumer groups.
+        On the in-process bus the feature vectors go to the scorer as columns (``FeatureBlock``
+        rows), not JSON, unless ``json_features`` (as on Kafka: the same scores, slower)."""
         reg = Registry(registry)
         if reg.latest_version() is None:
             raise NoModelError(f"no model in the registry {registry}: run `motorwatch train` first")
         p = topic_prefix
         bus.create_topics([p + t for t in topics.ALL], partitions)
-        worker = WorkerConfig.prefixed(p, group_id=p + WorkerConfig().group_id)
+        columns = isinstance(bus, InProcessBus) and not json_features
+        worker = WorkerConfig.prefixed(p, group_id=p + WorkerConfig().group_id, columns_in_process=columns)
         scoring = scorer_config or ScorerConfig()
         scoring = replace(scoring, group_id=p + scoring.group_id, topic_prefix=p)
         return cls(bus, FeatureWorker(bus, profile, worker), Scorer(bus, profile, reg, scoring))

@@ -43,6 +43,7 @@ from ingest.bus import Bus, Record, partition_for
 from ingest.profiles import Profile
 from ingest.schemas import (
     SCHEMA_VERSION,
+    FeatureBlock,
     Features,
     MaintenanceEvent,
     Rejection,
@@ -297,6 +298,22 @@ class Scorer:
                 metrics.MESSAGES_OUT.labels(topic=topic).inc(len(msgs))
 
     def _decode(self, feats: list[Record], pos: list[int]) -> _Rows:
+        """Feature messages as columns: a feature worker in this process hands its
+        :class:`FeatureBlock` rows over as they are (the model's own feature names); JSON is decoded."""
+        refs = [r.value for r in feats if type(r.value) is tuple]
+        if not refs:
+            return self._decode_json(feats, pos)
+        names = self.predictor.feature_names
+        if len(refs) == len(feats) and all(b.names == names for b in {id(b): b for b, _ in refs}.values()):
+            return _from_blocks(refs, pos, len(names))
+        # Rows of another feature spec (or a mix): as JSON, so they are dead-lettered as such.
+        as_json = [
+            msgspec.structs.replace(r, value=r.value[0].message(r.value[1])) if type(r.value) is tuple else r
+            for r in feats
+        ]
+        return self._decode_json(as_json, pos)
+
+    def _decode_json(self, feats: list[Record], pos: list[int]) -> _Rows:
         """Valid feature messages as columns; the rest dead-lettered with their reason.
 
         A feature the message omits is undefined (the feature worker leaves out non-finite values):
@@ -563,6 +580,29 @@ class _Rows:
     def take(self, keep: np.ndarray) -> _Rows:
         ids = [a for a, k in zip(self.asset_ids, keep.tolist(), strict=True) if k]
         return _Rows(ids, self.ts[keep], self.stale[keep], self.x[keep], self.pos[keep])
+
+
+def _from_blocks(refs: list[tuple[FeatureBlock, int]], pos: list[int], width: int) -> _Rows:
+    """``(block, row)`` values as columns, exactly as their JSON would decode (non-finite features
+    and stale markers' features undefined: NaN)."""
+    n = len(refs)
+    x = np.full((n, width), np.nan, dtype=np.float32)
+    ts, stale = np.empty(n), np.zeros(n, dtype=bool)
+    groups: dict[int, tuple[FeatureBlock, list[int], list[int]]] = {}
+    for k, (block, row) in enumerate(refs):
+        group = groups.get(id(block))
+        if group is None:
+            group = groups[id(block)] = (block, [], [])
+        group[1].append(k)
+        group[2].append(row)
+    for block, at, rows in groups.values():
+        ts[at] = block.ts[rows]
+        if block.stale:
+            stale[at] = True
+        else:
+            values = block.values[rows]
+            x[at] = np.where(np.isfinite(values), values, np.nan)
+    return _Rows([b.asset_id[i] for b, i in refs], ts, stale, x, np.asarray(pos, dtype=np.int64))
 
 
 def _card(registry: Any, version: str) -> Any:

@@ -57,6 +57,7 @@ class DoublePredictor:
 
     def drivers(self, last: np.ndarray, k: int = 3, baseline: np.ndarray | None = None) -> list[list[Driver]]:
         """Deviation from the asset's baseline (0 where none is given), largest first."""
+        last = np.nan_to_num(last)  # the real one fills NaN with training medians
         base = np.zeros_like(last) if baseline is None else np.nan_to_num(baseline)
         dev = np.abs(last - base)
         top = np.argsort(-dev, axis=1, kind="stable")[:, :k]

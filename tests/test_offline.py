@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from datasets import CMAPSS_FD001
 from test_models_registry import TINY
 
+import scoring.worker
 from features.spec import FeatureSpec
 from ingest.profiles import load_profile
 from models.registry import Registry
@@ -108,3 +109,43 @@ def test_an_empty_registry_is_a_clear_error(unseen, tmp_path) -> None:
     with pytest.raises(NoModelError, match="motorwatch train"):
         score_logs([log], CMAPSS, tmp_path / "empty", tmp_path / "s.csv", fmt="cmapss", progress=False)
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_feature_columns_handed_over_in_one_process_score_as_json_would(
+    demo_registry, tmp_path, monkeypatch
+) -> None:
+    """In one process the feature worker hands the scorer its vectors as columns, not JSON. The
+    output must be exactly what JSON between the stages (a Kafka deployment) gives, on a motor log
+    with sensor faults, failures and repairs: undefined features, stale markers and alerts included."""
+    from demo_model import MOTOR
+    from prometheus_client import REGISTRY
+
+    from simulator.config import FleetConfig
+    from simulator.writers import simulate_to_files
+
+    log = tmp_path / "log"
+    simulate_to_files(FleetConfig(motors=12, interval_s=60.0, mean_onset_days=1.0), 3, log, 4 * 86_400.0)
+
+    def stale_markers() -> float:
+        return REGISTRY.get_sample_value("motorwatch_features_emitted_total", {"kind": "stale"}) or 0.0
+
+    handed_over = []
+    from_blocks = scoring.worker._from_blocks
+    monkeypatch.setattr(
+        scoring.worker, "_from_blocks", lambda *a: handed_over.append(len(a[0])) or from_blocks(*a)
+    )
+    before = stale_markers()
+    runs = {
+        as_json: score_logs(
+            [log], MOTOR, demo_registry, tmp_path / f"{as_json}.csv", progress=False, json_features=as_json
+        )
+        for as_json in (False, True)
+    }
+    assert stale_markers() - before >= 2 and runs[False].alerts > 0
+    assert sum(handed_over) >= runs[False].scores  # the columns run did not fall back to JSON
+    assert (tmp_path / "False.csv").read_bytes() == (tmp_path / "True.csv").read_bytes()
+    assert (runs[False].scores, runs[False].alerts, runs[False].dead_letters) == (
+        runs[True].scores,
+        runs[True].alerts,
+        runs[True].dead_letters,
+    )

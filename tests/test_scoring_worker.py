@@ -11,11 +11,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
-from scoring_doubles import DoubleRegistry, drain, features, make_scorer, read
+from scoring_doubles import NAMES, DoubleRegistry, drain, features, make_scorer, read
 
 from ingest import topics
 from ingest.inproc import InProcessBus
-from ingest.schemas import Alert, DeadLetter, Features, MaintenanceJob, Score, encode
+from ingest.schemas import Alert, DeadLetter, FeatureBlock, Features, MaintenanceJob, Score, encode
 
 
 def stream(n_assets: int = 5, steps: int = 12) -> list[tuple[bytes, bytes]]:
@@ -215,6 +215,33 @@ def test_rows_on_a_remembered_history_take_one_lstm_step_and_score_as_their_whol
 
 def _lstm_rows(path: str) -> float:
     return REGISTRY.get_sample_value("motorwatch_scorer_lstm_rows_total", {"path": path})
+
+
+def test_feature_blocks_handed_over_in_one_process_score_as_their_json_would():
+    """A feature worker in the scorer's process hands over (block, row) values: undefined and
+    non-finite features, stale markers and foreign feature names must come out as from JSON."""
+    rng = np.random.default_rng(2)
+    values = rng.random((60, 3))
+    values[rng.random(values.shape) < 0.1] = np.nan
+    values[3, 1], values[7, 0], values[8, 1] = np.inf, -np.inf, np.inf
+    ids = [f"m{i % 4}" for i in range(60)]
+    vectors = FeatureBlock(ids, 1000.0 + np.arange(60), NAMES, values)
+    markers = FeatureBlock(["m1", "m2"], np.array([2000.0, 2001.0]), NAMES, np.empty((2, 0)), stale=True)
+    foreign = FeatureBlock(["m3"], np.array([3000.0]), ("a", "b", "zz"), np.ones((1, 3)))
+
+    def scored(messages) -> tuple[list, list, list]:
+        bus = InProcessBus(partitions=2)
+        bus.producer().send_batch(topics.FEATURES, messages)
+        drain(make_scorer(bus, DoubleRegistry(), batch_size=25))
+        scores = sorted((s.asset_id, s.ts, s.risk, s.rul) for s in read(bus, topics.SCORES, Score))
+        alerts = sorted((a.asset_id, a.ts, a.kind, a.state) for a in read(bus, topics.ALERTS, Alert))
+        return scores, alerts, [d.reason for d in read(bus, topics.FEATURES_DLQ, DeadLetter)]
+
+    blocks = (vectors, markers, foreign)
+    as_rows = scored([m for b in blocks for m in b.rows()])
+    assert as_rows == scored([m for b in blocks for m in b.messages()])
+    assert len(as_rows[0]) == 60 and as_rows[2] == ["unknown_signal"]
+    assert any(kind == "no_data" for _, _, kind, _ in as_rows[1])
 
 
 def test_score_cadence_publishes_at_most_one_score_per_interval_but_alerts_on_every_score():
