@@ -397,7 +397,7 @@ def encode_features(
 @dataclass(frozen=True, slots=True, eq=False)
 class FeatureBlock:
     """Feature messages in columns, for a stage in the same process: the in-process bus can carry
-    ``(block, row)`` values (:meth:`rows`) instead of JSON, so neither side formats or parses 41
+    :class:`FeatureRow` values (:meth:`rows`) instead of JSON, so neither side formats or parses 41
     floats per vector. Row ``i`` is the :class:`Features` message ``asset_id[i]`` at ``ts[i]`` with
     the finite ``values[i]`` (columns ``names``), or a stale marker (no features) when ``stale``;
     :meth:`messages` gives the JSON, byte for byte as :func:`encode_features` writes it."""
@@ -408,12 +408,11 @@ class FeatureBlock:
     values: np.ndarray  # (n, len(names)) float64
     stale: bool = False
 
-    def rows(self) -> list[tuple[bytes, tuple[FeatureBlock, int]]]:
-        """Every row as a ``(key, (block, row))`` bus message."""
+    def rows(self) -> list[tuple[bytes, FeatureRow]]:
+        """Every row as a ``(key, FeatureRow)`` bus message."""
         keys = {a: a.encode() for a in set(self.asset_id)}
-        return list(
-            zip(map(keys.__getitem__, self.asset_id), zip(repeat(self), range(len(self.ts))), strict=True)
-        )
+        refs = map(FeatureRow, repeat(self), range(len(self.ts)))
+        return list(zip(map(keys.__getitem__, self.asset_id), refs, strict=True))
 
     def message(self, row: int) -> bytes:
         """Row ``row`` as JSON."""
@@ -435,6 +434,14 @@ class FeatureBlock:
             for a, t in zip(self.asset_id, self.ts.tolist(), strict=True)
         )
         return _keyed(self.asset_id, encode_many(list(markers)))
+
+
+class FeatureRow(msgspec.Struct, frozen=True, gc=False):
+    """Row ``row`` of ``block``: a bus value in place of that row's JSON. ``gc=False`` (a block never
+    refers back to its rows, so they form no cycle): a million of them cost the collector nothing."""
+
+    block: FeatureBlock
+    row: int
 
 
 def _keyed(asset_ids: Sequence[str], values: list[bytes]) -> list[tuple[bytes, bytes]]:

@@ -44,6 +44,7 @@ from ingest.profiles import Profile
 from ingest.schemas import (
     SCHEMA_VERSION,
     FeatureBlock,
+    FeatureRow,
     Features,
     MaintenanceEvent,
     Rejection,
@@ -300,15 +301,18 @@ class Scorer:
     def _decode(self, feats: list[Record], pos: list[int]) -> _Rows:
         """Feature messages as columns: a feature worker in this process hands its
         :class:`FeatureBlock` rows over as they are (the model's own feature names); JSON is decoded."""
-        refs = [r.value for r in feats if type(r.value) is tuple]
+        refs = [r.value for r in feats if type(r.value) is FeatureRow]
         if not refs:
             return self._decode_json(feats, pos)
         names = self.predictor.feature_names
-        if len(refs) == len(feats) and all(b.names == names for b in {id(b): b for b, _ in refs}.values()):
+        blocks = {id(ref.block): ref.block for ref in refs}.values()
+        if len(refs) == len(feats) and all(b.names == names for b in blocks):
             return _from_blocks(refs, pos, len(names))
         # Rows of another feature spec (or a mix): as JSON, so they are dead-lettered as such.
         as_json = [
-            msgspec.structs.replace(r, value=r.value[0].message(r.value[1])) if type(r.value) is tuple else r
+            msgspec.structs.replace(r, value=r.value.block.message(r.value.row))
+            if type(r.value) is FeatureRow
+            else r
             for r in feats
         ]
         return self._decode_json(as_json, pos)
@@ -582,19 +586,19 @@ class _Rows:
         return _Rows(ids, self.ts[keep], self.stale[keep], self.x[keep], self.pos[keep])
 
 
-def _from_blocks(refs: list[tuple[FeatureBlock, int]], pos: list[int], width: int) -> _Rows:
-    """``(block, row)`` values as columns, exactly as their JSON would decode (non-finite features
-    and stale markers' features undefined: NaN)."""
+def _from_blocks(refs: list[FeatureRow], pos: list[int], width: int) -> _Rows:
+    """:class:`FeatureRow` values as columns, exactly as their JSON would decode (non-finite
+    features and stale markers' features undefined: NaN)."""
     n = len(refs)
     x = np.full((n, width), np.nan, dtype=np.float32)
     ts, stale = np.empty(n), np.zeros(n, dtype=bool)
     groups: dict[int, tuple[FeatureBlock, list[int], list[int]]] = {}
-    for k, (block, row) in enumerate(refs):
-        group = groups.get(id(block))
+    for k, ref in enumerate(refs):
+        group = groups.get(id(ref.block))
         if group is None:
-            group = groups[id(block)] = (block, [], [])
+            group = groups[id(ref.block)] = (ref.block, [], [])
         group[1].append(k)
-        group[2].append(row)
+        group[2].append(ref.row)
     for block, at, rows in groups.values():
         ts[at] = block.ts[rows]
         if block.stale:
@@ -602,7 +606,7 @@ def _from_blocks(refs: list[tuple[FeatureBlock, int]], pos: list[int], width: in
         else:
             values = block.values[rows]
             x[at] = np.where(np.isfinite(values), values, np.nan)
-    return _Rows([b.asset_id[i] for b, i in refs], ts, stale, x, np.asarray(pos, dtype=np.int64))
+    return _Rows([ref.block.asset_id[ref.row] for ref in refs], ts, stale, x, np.asarray(pos, dtype=np.int64))
 
 
 def _card(registry: Any, version: str) -> Any:
