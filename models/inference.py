@@ -4,7 +4,8 @@
 (for the forest), ``seq`` (n, T, f) its last ``T`` vectors, oldest first (for the LSTM). Sequences of an
 asset seen for fewer than ``T`` emissions are left-padded by repeating its first vector
 (:mod:`models.sequences`, the training side does the same). NaN features are replaced by the training
-medians. Neither TensorFlow nor scikit-learn is imported: onnxruntime and numpy only.
+medians. Neither TensorFlow nor scikit-learn is imported: onnxruntime, onnx (to derive the stateful
+LSTM graphs at load) and numpy.
 
 ``predict`` also returns each row's :class:`LSTMState`, the LSTM's memory after its sequence's first
 ``T - 1`` vectors. ``predict_step(last, state)`` scores rows whose sequence is such a known history
