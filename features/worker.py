@@ -22,10 +22,12 @@ import os
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from features import compiled, metrics
@@ -39,10 +41,13 @@ from ingest.schemas import (
     FeatureBlock,
     MaintenanceEvent,
     ReadingBatch,
+    ReadingRow,
     Reason,
     Rejection,
     decode_many,
+    decode_reading_rows,
     decode_readings,
+    reading_message,
 )
 
 log = logging.getLogger(__name__)
@@ -206,8 +211,18 @@ class FeatureWorker:
         if pairs:
             self.engine.add_maintenance([m.asset_id for _, m in pairs], [m.ts for _, m in pairs])
 
+    def _decode(self, records: list[Record]) -> tuple[ReadingBatch, list[Rejection]]:
+        """The readings as columns: handed over by a replay in this process (``ReadingRow``), or JSON."""
+        refs = [r.value for r in records if type(r.value) is ReadingRow]
+        if refs:
+            decoded = decode_reading_rows(refs, self.profile) if len(refs) == len(records) else None
+            if decoded is not None:
+                return decoded
+            records = _as_json(records, range(len(records)))
+        return decode_readings([r.value for r in records], self.profile)
+
     def _readings(self, records: list[Record]) -> list[tuple[bytes, Any]]:
-        batch, rejects = decode_readings([r.value for r in records], self.profile)
+        batch, rejects = self._decode(records)
         duplicates = self.engine.duplicates
         part = np.array([records[i].partition for i in batch.index.tolist()], dtype=np.int64)
         silent_before = self._silence_state(part, batch.asset_id)
@@ -219,9 +234,8 @@ class FeatureWorker:
             )
             for i, ts in zip(late.index.tolist(), late.ts.tolist(), strict=True)
         ]
-        dead_letter(
-            self.producer, records, sorted(rejects + late_rejects, key=lambda r: r.index), stage="features"
-        )
+        letters = sorted(rejects + late_rejects, key=lambda r: r.index)
+        dead_letter(self.producer, _as_json(records, [r.index for r in letters]), letters, stage="features")
         duplicates = self.engine.duplicates - duplicates
         metrics.READINGS.labels("invalid").inc(len(rejects))
         metrics.READINGS.labels("late").inc(len(late))
@@ -357,3 +371,13 @@ class FeatureWorker:
             self._next[(self.config.maintenance_topic, partition)] = int(data["maintenance_next"])
             self._watermark[partition] = float(data["watermark"])
         log.info("partition %d: restored %d assets from its snapshot", partition, len(ids))
+
+
+def _as_json(records: list[Record], rows: Iterable[int]) -> list[Record]:
+    """``records`` with the handed-over readings among ``rows`` given their JSON (a dead letter
+    carries the raw message)."""
+    out = list(records)
+    for i in rows:
+        if type(out[i].value) is ReadingRow:
+            out[i] = msgspec.structs.replace(out[i], value=reading_message(out[i].value))
+    return out

@@ -27,8 +27,9 @@ class Record(msgspec.Struct, frozen=True, gc=False):
     ~3.6 µs for a frozen dataclass, which capped any bus below 300k records/s on consume.
     ``gc=False``: its fields (str, int, bytes) cannot form cycles, so the collector skips it.
 
-    ``value`` is the message's bytes, except where a feature worker hands vectors to a scorer in the
-    same process (``WorkerConfig.columns_in_process``, in-process bus only): a ``FeatureRow``."""
+    ``value`` is the message's bytes, except where one stage hands messages to the next in the same
+    process (in-process bus only): a ``ReadingRow`` from ``replay(columns=True)``, a ``FeatureRow``
+    from a feature worker with ``WorkerConfig.columns_in_process``."""
 
     topic: str
     partition: int

@@ -450,6 +450,62 @@ def _keyed(asset_ids: Sequence[str], values: list[bytes]) -> list[tuple[bytes, b
     return list(zip(map(keys.__getitem__, asset_ids), values, strict=True))
 
 
+class ReadingRow(msgspec.Struct, frozen=True, gc=False):
+    """Row ``row`` of ``batch``: a bus value in place of that reading's JSON, for a feature worker in
+    the same process (a replay scoring a log offline). See :class:`FeatureRow`."""
+
+    batch: ReadingBatch
+    row: int
+
+
+def reading_rows(batch: ReadingBatch) -> list[tuple[bytes, ReadingRow]]:
+    """Every reading of ``batch`` as a ``(key, ReadingRow)`` bus message."""
+    keys = {a: a.encode() for a in set(batch.asset_id)}
+    return list(
+        zip(
+            map(keys.__getitem__, batch.asset_id),
+            map(ReadingRow, repeat(batch), range(len(batch))),
+            strict=True,
+        )
+    )
+
+
+def reading_message(ref: ReadingRow) -> bytes:
+    """The JSON of a handed-over reading, as :func:`encode_readings_columnar` writes it."""
+    return encode_readings_columnar(ref.batch.take([ref.row]))[0][1]
+
+
+def decode_reading_rows(
+    refs: Sequence[ReadingRow], profile: Profile
+) -> tuple[ReadingBatch, list[Rejection]] | None:
+    """:func:`decode_readings` of handed-over readings, without their JSON: the same batch and
+    rejections. None when their JSON would decode otherwise than their columns (other signals than
+    the profile's, or an infinite value, which JSON writes as null): decode that, then."""
+    n = len(refs)
+    k = len(profile.signals)
+    values, ts = np.empty((n, k)), np.empty(n)
+    groups: dict[int, tuple[ReadingBatch, list[int], list[int]]] = {}
+    for i, ref in enumerate(refs):
+        group = groups.get(id(ref.batch))
+        if group is None:
+            group = groups[id(ref.batch)] = (ref.batch, [], [])
+        group[1].append(i)
+        group[2].append(ref.row)
+    for batch, at, rows in groups.values():
+        if tuple(batch.signals) != tuple(profile.signal_names):
+            return None
+        values[at], ts[at] = batch.values[rows], batch.ts[rows]
+    if np.isinf(values).any():
+        return None
+    index = np.arange(n, dtype=np.int64)
+    keep = np.ones(n, dtype=bool)
+    rejects = check_readings(ts, values, index, keep, profile)
+    batch = ReadingBatch(
+        profile.signal_names, [ref.batch.asset_id[ref.row] for ref in refs], ts, values, index
+    )
+    return (batch if keep.all() else batch.take(keep)), sorted(rejects, key=lambda r: r.index)
+
+
 def check_readings(
     ts: np.ndarray, values: np.ndarray, index: np.ndarray, keep: np.ndarray, profile: Profile
 ) -> list[Rejection]:

@@ -39,7 +39,7 @@ def run(count: int, bus, console) -> list[dict]:
         simulate_to_files(fleet, 11, root / "log", days * 86400.0)
         console.print(f"  {MOTORS} motors x {days:.1f} days at {INTERVAL_S:g} s; scoring with {registry}")
         rows = []
-        for json_features in (False, True):
+        for json_between_stages in (False, True):
             with Span() as span:
                 out = root / "scores.parquet"
                 result = score_logs(
@@ -49,10 +49,10 @@ def run(count: int, bus, console) -> list[dict]:
                     out,
                     on_bad_row=_count_only,
                     progress=False,
-                    json_features=json_features,
+                    json_between_stages=json_between_stages,
                 )
             n = result.replay.published
-            if json_features:
+            if json_between_stages:
                 rows += rate_rows("replay -> offline scores, JSON between the stages", span, n)
             else:
                 note = f"{n:,} readings -> {result.scores:,} scores, Parquet in and out"

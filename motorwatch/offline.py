@@ -114,11 +114,11 @@ def score_logs(
     send_rows: int = DEFAULT_SEND_ROWS,
     on_bad_row: Callable[[BadRow], None] | None = None,
     progress: bool | None = None,
-    json_features: bool = False,
+    json_between_stages: bool = False,
 ) -> OfflineResult:
     """Replay ``paths`` through features and scoring with the registry's latest model; write ``out``
-    (``.csv`` or ``.parquet``). ``json_features``: pass the feature vectors between the stages as
-    JSON, as a Kafka deployment does (same output; for comparison)."""
+    (``.csv`` or ``.parquet``). The stages hand readings and feature vectors over as columns;
+    ``json_between_stages``: as JSON, as a Kafka deployment does (same output; for comparison)."""
     if out.suffix not in (".csv", ".parquet"):
         raise ValueError(f"--out {out}: write .csv or .parquet")
     bus = InProcessBus()
@@ -127,7 +127,7 @@ def score_logs(
         scorer = ScorerConfig(
             score_interval=score_interval, measure_latency=False, inference_threads=os.cpu_count() or 1
         )
-        pipeline = Pipeline.build(bus, profile, registry, scorer, json_features=json_features)
+        pipeline = Pipeline.build(bus, profile, registry, scorer, json_features=json_between_stages)
         outputs = _Outputs(bus)
         producer = bus.producer()
         result = replay(
@@ -139,6 +139,7 @@ def score_logs(
             after_send=lambda: pipeline.pump(outputs),
             progress=progress,
             send_rows=send_rows,
+            columns=not json_between_stages,
         )
         pipeline.finish(outputs)
         pipeline.close()

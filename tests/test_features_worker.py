@@ -22,7 +22,16 @@ from features.worker import FeatureWorker, WorkerConfig
 from ingest.bus import Bus
 from ingest.inproc import InProcessBus
 from ingest.profiles import load_profile
-from ingest.schemas import DeadLetter, Features, Reading, Reason, encode
+from ingest.schemas import (
+    DeadLetter,
+    Features,
+    Reading,
+    ReadingBatch,
+    Reason,
+    encode,
+    encode_readings_columnar,
+    reading_rows,
+)
 
 MOTOR = load_profile("motor")
 SPEC = FeatureSpec.from_profile(MOTOR)
@@ -141,6 +150,39 @@ def test_worker_dead_letters_bad_and_late_readings_and_emits_the_batch_features(
     assert counted[("motorwatch_features_batch_seconds_sum", ())] > 0
     assert REGISTRY.get_sample_value("motorwatch_features_assets_tracked") == worker.engine.assets == 3
     assert REGISTRY.get_sample_value("motorwatch_features_state_bytes") == worker.engine.state_bytes() > 0
+
+
+def test_readings_handed_over_in_one_process_give_what_their_json_gives() -> None:
+    """A replay in the worker's process hands over ReadingRow values instead of JSON: the features,
+    and the dead letters with their raw messages, must be those of the same readings as JSON: late,
+    out-of-range, missing and infinite values (which JSON writes as null) included."""
+    log = make_log(n_assets=3, n=300, seed=11)
+    signals = list(MOTOR.signal_names)
+    values = log[signals].to_numpy(float, copy=True)
+    batch = ReadingBatch(
+        MOTOR.signal_names, log["asset_id"].tolist(), log["ts"].to_numpy(float), values, np.arange(len(log))
+    )
+    batch.values[5, signals.index("current_a")] = -5.0  # out of range
+    batch.values[11, 1] = np.nan  # a signal the reading lacks
+    batch.values[650, 0] = np.inf  # in a later poll: that one decodes its JSON
+
+    def run(messages: list) -> tuple[list, list]:
+        bus = InProcessBus(partitions=3)
+        config = topic_config("rows")
+        bus.producer().send_batch(config.readings_topic, messages)
+        worker = FeatureWorker(bus, MOTOR, config)
+        run_dry(worker)
+        worker.close()
+        letters = drain(bus, config.readings_topic + ".dlq", DeadLetter)
+        return drain(bus, config.features_topic, Features), sorted(
+            (d.partition, d.offset, d.reason, d.detail, d.raw) for d in letters
+        )
+
+    features, letters = run(reading_rows(batch))
+    assert (features, letters) == run(encode_readings_columnar(batch))
+    reasons = Counter(reason for _, _, reason, _, _ in letters)
+    assert reasons[Reason.OUT_OF_RANGE] == 1 and reasons[Reason.NON_FINITE] == 1 and reasons[Reason.LATE] > 0
+    assert len(features) > 0
 
 
 def steady(t: np.ndarray) -> pd.DataFrame:

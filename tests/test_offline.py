@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from datasets import CMAPSS_FD001
 from test_models_registry import TINY
 
+import features.worker
 import scoring.worker
 from features.spec import FeatureSpec
 from ingest.profiles import load_profile
@@ -111,12 +112,14 @@ def test_an_empty_registry_is_a_clear_error(unseen, tmp_path) -> None:
     assert not (tmp_path / "s.csv").exists()
 
 
-def test_feature_columns_handed_over_in_one_process_score_as_json_would(
+def test_columns_handed_over_between_the_stages_score_as_json_would(
     demo_registry, tmp_path, monkeypatch
 ) -> None:
-    """In one process the feature worker hands the scorer its vectors as columns, not JSON. The
-    output must be exactly what JSON between the stages (a Kafka deployment) gives, on a motor log
-    with sensor faults, failures and repairs: undefined features, stale markers and alerts included."""
+    """In one process the replay hands the feature worker its readings, and the feature worker the
+    scorer its vectors, as columns, not JSON. The output must be exactly what JSON between the
+    stages (a Kafka deployment) gives, on a motor log with sensor faults, failures and repairs:
+    undefined features, stale markers and alerts included. (Dead letters of handed-over readings:
+    tests/test_features_worker.py.)"""
     from demo_model import MOTOR
     from prometheus_client import REGISTRY
 
@@ -129,20 +132,30 @@ def test_feature_columns_handed_over_in_one_process_score_as_json_would(
     def stale_markers() -> float:
         return REGISTRY.get_sample_value("motorwatch_features_emitted_total", {"kind": "stale"}) or 0.0
 
-    handed_over = []
-    from_blocks = scoring.worker._from_blocks
-    monkeypatch.setattr(
-        scoring.worker, "_from_blocks", lambda *a: handed_over.append(len(a[0])) or from_blocks(*a)
-    )
+    handed_over: dict[str, list[int]] = {"readings": [], "vectors": []}
+
+    def spy(module, name: str, what: str) -> None:
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a: handed_over[what].append(len(a[0])) or real(*a))
+
+    spy(scoring.worker, "_from_blocks", "vectors")
+    spy(features.worker, "decode_reading_rows", "readings")
     before = stale_markers()
     runs = {
         as_json: score_logs(
-            [log], MOTOR, demo_registry, tmp_path / f"{as_json}.csv", progress=False, json_features=as_json
+            [log],
+            MOTOR,
+            demo_registry,
+            tmp_path / f"{as_json}.csv",
+            progress=False,
+            json_between_stages=as_json,
         )
         for as_json in (False, True)
     }
     assert stale_markers() - before >= 2 and runs[False].alerts > 0
-    assert sum(handed_over) >= runs[False].scores  # the columns run did not fall back to JSON
+    # The columns run did not fall back to JSON.
+    assert sum(handed_over["readings"]) == runs[False].replay.published
+    assert sum(handed_over["vectors"]) >= runs[False].scores
     assert (tmp_path / "False.csv").read_bytes() == (tmp_path / "True.csv").read_bytes()
     assert (runs[False].scores, runs[False].alerts, runs[False].dead_letters) == (
         runs[True].scores,
