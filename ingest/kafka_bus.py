@@ -265,8 +265,12 @@ class _Listener(ConsumerRebalanceListener):
         self._on_revoke = on_revoke
 
     def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        if self._on_revoke is not None:
-            self._on_revoke({(tp.topic, tp.partition) for tp in revoked})
+        # kafka-python also reports an empty revocation before every join, a client's first
+        # included (e.g. a client replaced by _Consumer): as on the in-process bus, only a
+        # revocation of partitions is one.
+        tps = {(tp.topic, tp.partition) for tp in revoked}
+        if tps and self._on_revoke is not None:
+            self._on_revoke(tps)
 
     def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         if self._on_assign is not None:

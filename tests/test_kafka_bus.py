@@ -184,6 +184,32 @@ def test_a_consumer_whose_rebalance_never_completes_is_replaced(bus: KafkaBus) -
     assert since(before) == {"rejoin": 0, "new_client": 1}
 
 
+@pytest.mark.kafka
+def test_only_revocations_of_partitions_reach_the_revoke_callback(bus: KafkaBus) -> None:
+    """kafka-python reports an empty revocation before every join, a new client's first included
+    (as after a replacement, above): the callbacks see what the in-process bus reports."""
+    topic = fresh("revoke")
+    bus.create_topics([topic], 2)
+    events: list[tuple[str, set]] = []
+    consumer = bus.consumer(
+        [topic],
+        fresh("group"),
+        on_assign=lambda tps: events.append(("assign", tps)),
+        on_revoke=lambda tps: events.append(("revoke", tps)),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not consumer.assignment() and time.monotonic() < deadline:
+            consumer.poll_batch(timeout_s=0.2)
+        joined = list(events)
+    finally:
+        consumer.close()
+    both = {(topic, 0), (topic, 1)}
+    assert joined[-1] == ("assign", both)  # (a rejoin for the new topic's metadata may come first)
+    assert all(tps for kind, tps in joined if kind == "revoke"), joined
+    assert events[len(joined) :] == [("revoke", both)]  # closing gives them back
+
+
 def kafka_python_batch(
     records: list[tuple[int, bytes | None, bytes | None, list]], base_offset: int
 ) -> bytes:
