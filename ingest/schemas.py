@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from itertools import repeat
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 import msgspec
 import numpy as np
@@ -141,6 +141,13 @@ class DeadLetter(_Message, kw_only=True):
     raw: bytes
 
 
+class _HandedOver(Protocol):
+    row: int
+
+
+V = TypeVar("V")
+R = TypeVar("R", bound=_HandedOver)
+S = TypeVar("S")
 M = TypeVar("M", bound=_Message)
 
 _encoder = msgspec.json.Encoder()
@@ -410,9 +417,7 @@ class FeatureBlock:
 
     def rows(self) -> list[tuple[bytes, FeatureRow]]:
         """Every row as a ``(key, FeatureRow)`` bus message."""
-        keys = {a: a.encode() for a in set(self.asset_id)}
-        refs = map(FeatureRow, repeat(self), range(len(self.ts)))
-        return list(zip(map(keys.__getitem__, self.asset_id), refs, strict=True))
+        return _keyed(self.asset_id, list(map(FeatureRow, repeat(self), range(len(self.ts)))))
 
     def message(self, row: int) -> bytes:
         """Row ``row`` as JSON."""
@@ -444,7 +449,7 @@ class FeatureRow(msgspec.Struct, frozen=True, gc=False):
     row: int
 
 
-def _keyed(asset_ids: Sequence[str], values: list[bytes]) -> list[tuple[bytes, bytes]]:
+def _keyed(asset_ids: Sequence[str], values: list[V]) -> list[tuple[bytes, V]]:
     """``values`` as bus messages keyed by their asset id (each distinct id encoded once)."""
     keys = {a: a.encode() for a in set(asset_ids)}
     return list(zip(map(keys.__getitem__, asset_ids), values, strict=True))
@@ -460,14 +465,21 @@ class ReadingRow(msgspec.Struct, frozen=True, gc=False):
 
 def reading_rows(batch: ReadingBatch) -> list[tuple[bytes, ReadingRow]]:
     """Every reading of ``batch`` as a ``(key, ReadingRow)`` bus message."""
-    keys = {a: a.encode() for a in set(batch.asset_id)}
-    return list(
-        zip(
-            map(keys.__getitem__, batch.asset_id),
-            map(ReadingRow, repeat(batch), range(len(batch))),
-            strict=True,
-        )
-    )
+    return _keyed(batch.asset_id, list(map(ReadingRow, repeat(batch), range(len(batch)))))
+
+
+def by_source(refs: Sequence[R], source: Callable[[R], S]) -> list[tuple[S, list[int], list[int]]]:
+    """Handed-over rows (``FeatureRow``, ``ReadingRow``) by the batch they come from: each batch,
+    the positions of its rows among ``refs``, and their row numbers in it."""
+    groups: dict[int, tuple[S, list[int], list[int]]] = {}
+    for i, ref in enumerate(refs):
+        src = source(ref)
+        group = groups.get(id(src))
+        if group is None:
+            group = groups[id(src)] = (src, [], [])
+        group[1].append(i)
+        group[2].append(ref.row)
+    return list(groups.values())
 
 
 def reading_message(ref: ReadingRow) -> bytes:
@@ -482,16 +494,8 @@ def decode_reading_rows(
     rejections. None when their JSON would decode otherwise than their columns (other signals than
     the profile's, or an infinite value, which JSON writes as null): decode that, then."""
     n = len(refs)
-    k = len(profile.signals)
-    values, ts = np.empty((n, k)), np.empty(n)
-    groups: dict[int, tuple[ReadingBatch, list[int], list[int]]] = {}
-    for i, ref in enumerate(refs):
-        group = groups.get(id(ref.batch))
-        if group is None:
-            group = groups[id(ref.batch)] = (ref.batch, [], [])
-        group[1].append(i)
-        group[2].append(ref.row)
-    for batch, at, rows in groups.values():
+    values, ts = np.empty((n, len(profile.signals))), np.empty(n)
+    for batch, at, rows in by_source(refs, lambda ref: ref.batch):
         if tuple(batch.signals) != tuple(profile.signal_names):
             return None
         values[at], ts[at] = batch.values[rows], batch.ts[rows]

@@ -43,13 +43,13 @@ from ingest.bus import Bus, Record, partition_for
 from ingest.profiles import Profile
 from ingest.schemas import (
     SCHEMA_VERSION,
-    FeatureBlock,
     FeatureRow,
     Features,
     MaintenanceEvent,
     Rejection,
     Score,
     batch_decoder,
+    by_source,
     decode_many,
     encode,
     named_floats,
@@ -592,14 +592,7 @@ def _from_blocks(refs: list[FeatureRow], pos: list[int], width: int) -> _Rows:
     n = len(refs)
     x = np.full((n, width), np.nan, dtype=np.float32)
     ts, stale = np.empty(n), np.zeros(n, dtype=bool)
-    groups: dict[int, tuple[FeatureBlock, list[int], list[int]]] = {}
-    for k, ref in enumerate(refs):
-        group = groups.get(id(ref.block))
-        if group is None:
-            group = groups[id(ref.block)] = (ref.block, [], [])
-        group[1].append(k)
-        group[2].append(ref.row)
-    for block, at, rows in groups.values():
+    for block, at, rows in by_source(refs, lambda ref: ref.block):
         ts[at] = block.ts[rows]
         if block.stale:
             stale[at] = True
