@@ -22,12 +22,10 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import numpy as np
 
 from features import compiled, metrics
@@ -47,7 +45,7 @@ from ingest.schemas import (
     decode_many,
     decode_reading_rows,
     decode_readings,
-    reading_message,
+    raw,
 )
 
 log = logging.getLogger(__name__)
@@ -213,13 +211,14 @@ class FeatureWorker:
 
     def _decode(self, records: list[Record]) -> tuple[ReadingBatch, list[Rejection]]:
         """The readings as columns: handed over by a replay in this process (``ReadingRow``), or JSON."""
-        refs = [r.value for r in records if type(r.value) is ReadingRow]
+        values = [r.value for r in records]
+        refs = [v for v in values if type(v) is ReadingRow]
         if refs:
-            decoded = decode_reading_rows(refs, self.profile) if len(refs) == len(records) else None
+            decoded = decode_reading_rows(refs, self.profile) if len(refs) == len(values) else None
             if decoded is not None:
                 return decoded
-            records = _as_json(records, range(len(records)))
-        return decode_readings([r.value for r in records], self.profile)
+            values = list(map(raw, values))
+        return decode_readings(values, self.profile)
 
     def _readings(self, records: list[Record]) -> list[tuple[bytes, Any]]:
         batch, rejects = self._decode(records)
@@ -235,7 +234,7 @@ class FeatureWorker:
             for i, ts in zip(late.index.tolist(), late.ts.tolist(), strict=True)
         ]
         letters = sorted(rejects + late_rejects, key=lambda r: r.index)
-        dead_letter(self.producer, _as_json(records, [r.index for r in letters]), letters, stage="features")
+        dead_letter(self.producer, records, letters, stage="features")
         duplicates = self.engine.duplicates - duplicates
         metrics.READINGS.labels("invalid").inc(len(rejects))
         metrics.READINGS.labels("late").inc(len(late))
@@ -371,13 +370,3 @@ class FeatureWorker:
             self._next[(self.config.maintenance_topic, partition)] = int(data["maintenance_next"])
             self._watermark[partition] = float(data["watermark"])
         log.info("partition %d: restored %d assets from its snapshot", partition, len(ids))
-
-
-def _as_json(records: list[Record], rows: Iterable[int]) -> list[Record]:
-    """``records`` with the handed-over readings among ``rows`` given their JSON (a dead letter
-    carries the raw message)."""
-    out = list(records)
-    for i in rows:
-        if type(out[i].value) is ReadingRow:
-            out[i] = msgspec.structs.replace(out[i], value=reading_message(out[i].value))
-    return out

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from prometheus_client import Counter
 
 from ingest.bus import Producer, Record
-from ingest.schemas import DeadLetter, Rejection, encode
+from ingest.schemas import DeadLetter, Rejection, encode, raw
 from ingest.topics import dead_letter_topic
 
 # Bounded label values: the stages that dead-letter, and schemas.Reason.
@@ -48,7 +48,7 @@ def dead_letter_messages(
             offset=r.offset,
             reason=rej.reason,
             detail=rej.detail,
-            raw=r.value,
+            raw=raw(r.value),  # a row handed over in one process: its JSON
         )
         out[topic or dead_letter_topic(r.topic)].append((r.key, encode(letter)))
     return out

@@ -419,17 +419,6 @@ class FeatureBlock:
         """Every row as a ``(key, FeatureRow)`` bus message."""
         return _keyed(self.asset_id, list(map(FeatureRow, repeat(self), range(len(self.ts)))))
 
-    def message(self, row: int) -> bytes:
-        """Row ``row`` as JSON."""
-        one = FeatureBlock(
-            self.asset_id[row : row + 1],
-            self.ts[row : row + 1],
-            self.names,
-            self.values[row : row + 1],
-            self.stale,
-        )
-        return one.messages()[0][1]
-
     def messages(self) -> list[tuple[bytes, bytes]]:
         """Every row as a ``(key, JSON)`` bus message."""
         if not self.stale:
@@ -448,6 +437,12 @@ class FeatureRow(msgspec.Struct, frozen=True, gc=False):
     block: FeatureBlock
     row: int
 
+    def message(self) -> bytes:
+        """This row's JSON."""
+        b, i = self.block, self.row
+        one = FeatureBlock(b.asset_id[i : i + 1], b.ts[i : i + 1], b.names, b.values[i : i + 1], b.stale)
+        return one.messages()[0][1]
+
 
 def _keyed(asset_ids: Sequence[str], values: list[V]) -> list[tuple[bytes, V]]:
     """``values`` as bus messages keyed by their asset id (each distinct id encoded once)."""
@@ -461,6 +456,15 @@ class ReadingRow(msgspec.Struct, frozen=True, gc=False):
 
     batch: ReadingBatch
     row: int
+
+    def message(self) -> bytes:
+        """This reading's JSON, as :func:`encode_readings_columnar` writes it."""
+        return encode_readings_columnar(self.batch.take([self.row]))[0][1]
+
+
+def raw(value: bytes | FeatureRow | ReadingRow) -> bytes:
+    """A bus value's bytes: a row handed over in one process gives its JSON."""
+    return value if type(value) is bytes else value.message()
 
 
 def reading_rows(batch: ReadingBatch) -> list[tuple[bytes, ReadingRow]]:
@@ -480,11 +484,6 @@ def by_source(refs: Sequence[R], source: Callable[[R], S]) -> list[tuple[S, list
         group[1].append(i)
         group[2].append(ref.row)
     return list(groups.values())
-
-
-def reading_message(ref: ReadingRow) -> bytes:
-    """The JSON of a handed-over reading, as :func:`encode_readings_columnar` writes it."""
-    return encode_readings_columnar(ref.batch.take([ref.row]))[0][1]
 
 
 def decode_reading_rows(

@@ -53,6 +53,7 @@ from ingest.schemas import (
     decode_many,
     encode,
     named_floats,
+    raw,
 )
 from models.inference import LSTMState
 from scoring import metrics
@@ -301,29 +302,25 @@ class Scorer:
     def _decode(self, feats: list[Record], pos: list[int]) -> _Rows:
         """Feature messages as columns: a feature worker in this process hands its
         :class:`FeatureBlock` rows over as they are (the model's own feature names); JSON is decoded."""
-        refs = [r.value for r in feats if type(r.value) is FeatureRow]
-        if not refs:
-            return self._decode_json(feats, pos)
-        names = self.predictor.feature_names
-        blocks = {id(ref.block): ref.block for ref in refs}.values()
-        if len(refs) == len(feats) and all(b.names == names for b in blocks):
-            return _from_blocks(refs, pos, len(names))
-        # Rows of another feature spec (or a mix): as JSON, so they are dead-lettered as such.
-        as_json = [
-            msgspec.structs.replace(r, value=r.value.block.message(r.value.row))
-            if type(r.value) is FeatureRow
-            else r
-            for r in feats
-        ]
-        return self._decode_json(as_json, pos)
+        values = [r.value for r in feats]
+        refs = [v for v in values if type(v) is FeatureRow]
+        if refs:
+            names = self.predictor.feature_names
+            blocks = {id(ref.block): ref.block for ref in refs}.values()
+            if len(refs) == len(values) and all(b.names == names for b in blocks):
+                return _from_blocks(refs, pos, len(names))
+            # Rows of another feature spec (or a mix): as JSON, so they are dead-lettered as such.
+            values = list(map(raw, values))
+        return self._decode_json(feats, values, pos)
 
-    def _decode_json(self, feats: list[Record], pos: list[int]) -> _Rows:
-        """Valid feature messages as columns; the rest dead-lettered with their reason.
+    def _decode_json(self, feats: list[Record], values: list[bytes], pos: list[int]) -> _Rows:
+        """Valid feature messages (``values``: the JSON of ``feats``) as columns; the rest
+        dead-lettered with their reason.
 
         A feature the message omits is undefined (the feature worker leaves out non-finite values):
         NaN, which the predictor fills with its training median. A feature the model does not know
         means another feature spec: dead-lettered as ``unknown_signal``."""
-        decoded, rejects = self._decode_features([r.value for r in feats])
+        decoded, rejects = self._decode_features(values)
         self._dead_letter(feats, rejects)
         msgs = [m for _, m in decoded]
         vectors = list(map(msgspec.structs.astuple, [m.features for m in msgs]))
