@@ -500,13 +500,8 @@ def decode_reading_rows(
         values[at], ts[at] = batch.values[rows], batch.ts[rows]
     if np.isinf(values).any():
         return None
-    index = np.arange(n, dtype=np.int64)
-    keep = np.ones(n, dtype=bool)
-    rejects = check_readings(ts, values, index, keep, profile)
-    batch = ReadingBatch(
-        profile.signal_names, [ref.batch.asset_id[ref.row] for ref in refs], ts, values, index
-    )
-    return (batch if keep.all() else batch.take(keep)), sorted(rejects, key=lambda r: r.index)
+    asset_id = [ref.batch.asset_id[ref.row] for ref in refs]
+    return _checked(asset_id, ts, values, np.arange(n, dtype=np.int64), [], profile)
 
 
 def check_readings(
@@ -555,7 +550,20 @@ def decode_readings(raws: Sequence[bytes], profile: Profile) -> tuple[ReadingBat
     astuple = msgspec.structs.astuple
     values = np.array([astuple(m.values) for m in messages], dtype=np.float64)
     values = values.reshape(n, len(profile.signals))
-    keep = np.ones(n, dtype=bool)
+    return _checked(asset_id, ts, values, index, rejects, profile)
+
+
+def _checked(
+    asset_id: list[str],
+    ts: np.ndarray,
+    values: np.ndarray,
+    index: np.ndarray,
+    rejects: list[Rejection],
+    profile: Profile,
+) -> tuple[ReadingBatch, list[Rejection]]:
+    """Decoded readings through :func:`check_readings`: the batch of those that pass, and every
+    rejection (``rejects`` from decoding, and the checks') in input order."""
+    keep = np.ones(len(ts), dtype=bool)
     rejects.extend(check_readings(ts, values, index, keep, profile))
     batch = ReadingBatch(profile.signal_names, asset_id, ts, values, index)
     if not keep.all():
