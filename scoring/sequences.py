@@ -31,6 +31,19 @@ import numpy as np
 
 _FEW_REPEATS = 4  # up to this many rows per asset, shifting windows in rounds moves less memory
 STEP_TOLERANCE = 0.1  # a vector is kept once 90 % of the step has passed: sampling jitter keeps them all
+# The per-slot arrays, with what a new slot starts with.
+_SLOT_START = {
+    "buf": 0.0,
+    "count": 0,
+    "newest": 0.0,
+    "kept_ts": -np.inf,
+    "last_ts": -np.inf,
+    "last_marker_ts": -np.inf,
+    "version": 0,
+    "state_key": -1,
+    "state_h": 0.0,
+    "state_c": 0.0,
+}
 
 
 class Sequences(NamedTuple):
@@ -51,17 +64,19 @@ class SequenceStore:
         self.n_features = n_features
         self.step = step
         self.slot: dict[str, int] = {}
+        # Per slot (allocated empty, then grown to ``capacity``; a new slot starts as _SLOT_START):
         # buf[s] holds asset s's kept vectors oldest -> newest; the newest count[s] (<= T) are valid.
-        self.buf = np.zeros((capacity, seq_len, n_features), dtype=np.float32)
-        self.count = np.zeros(capacity, dtype=np.int64)
-        self.newest = np.zeros((capacity, n_features), dtype=np.float32)  # kept or not
-        self.kept_ts = np.full(capacity, -np.inf)  # event time of the newest kept vector
-        self.last_ts = np.full(capacity, -np.inf)
-        self.last_marker_ts = np.full(capacity, -np.inf)  # newest stale marker admitted
-        self.version = np.zeros(capacity, dtype=np.int64)  # vectors ever kept: the history's key
-        self.state_key = np.full(capacity, -1, dtype=np.int64)  # history whose state is remembered
-        self.state_h = np.zeros((capacity, state_size), dtype=np.float32)
-        self.state_c = np.zeros((capacity, state_size), dtype=np.float32)
+        self.buf = np.empty((0, seq_len, n_features), dtype=np.float32)
+        self.count = np.empty(0, dtype=np.int64)
+        self.newest = np.empty((0, n_features), dtype=np.float32)  # kept or not
+        self.kept_ts = np.empty(0)  # event time of the newest kept vector
+        self.last_ts = np.empty(0)
+        self.last_marker_ts = np.empty(0)  # newest stale marker admitted
+        self.version = np.empty(0, dtype=np.int64)  # vectors ever kept: the history's key
+        self.state_key = np.empty(0, dtype=np.int64)  # history whose state is remembered
+        self.state_h = np.empty((0, state_size), dtype=np.float32)
+        self.state_c = np.empty((0, state_size), dtype=np.float32)
+        self._grow(capacity)
 
     def __len__(self) -> int:
         return len(self.slot)
@@ -259,15 +274,9 @@ class SequenceStore:
         return self.newest[self.slots(asset_ids)]
 
     def _grow(self, needed: int) -> None:
-        cap = max(needed, 2 * len(self.count))
-        extra = cap - len(self.count)
-        self.buf = np.concatenate([self.buf, np.zeros((extra, *self.buf.shape[1:]), dtype=np.float32)])
-        self.count = np.concatenate([self.count, np.zeros(extra, dtype=np.int64)])
-        self.newest = np.concatenate([self.newest, np.zeros((extra, self.n_features), dtype=np.float32)])
-        self.kept_ts = np.concatenate([self.kept_ts, np.full(extra, -np.inf)])
-        self.last_ts = np.concatenate([self.last_ts, np.full(extra, -np.inf)])
-        self.last_marker_ts = np.concatenate([self.last_marker_ts, np.full(extra, -np.inf)])
-        self.version = np.concatenate([self.version, np.zeros(extra, dtype=np.int64)])
-        self.state_key = np.concatenate([self.state_key, np.full(extra, -1, dtype=np.int64)])
-        self.state_h = np.concatenate([self.state_h, np.zeros((extra, self.state_h.shape[1]), np.float32)])
-        self.state_c = np.concatenate([self.state_c, np.zeros((extra, self.state_c.shape[1]), np.float32)])
+        extra = max(needed, 2 * len(self.count)) - len(self.count)
+        for name, start in _SLOT_START.items():
+            old = getattr(self, name)
+            setattr(
+                self, name, np.concatenate([old, np.full((extra, *old.shape[1:]), start, dtype=old.dtype)])
+            )
