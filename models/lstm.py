@@ -294,7 +294,7 @@ def stateful_graphs(lstm_onnx: bytes) -> tuple[bytes, bytes]:
     x_name, h_name = lstm.input[0], lstm.output[1]
     lstm_inputs = list(lstm.input[:4])
     axis0 = numpy_helper.from_array(np.array([0], dtype=np.int64), "state_axis0")
-    state_outputs = [
+    states = [  # with_state's extra outputs, step's extra inputs
         helper.make_tensor_value_info(s, TensorProto.FLOAT, [None, hidden]) for s in ("state_h", "state_c")
     ]
 
@@ -324,7 +324,7 @@ def stateful_graphs(lstm_onnx: bytes) -> tuple[bytes, bytes]:
             helper.make_node("Squeeze", ["c_first", "state_axis0"], ["state_c"]),
             *after,
         ],
-        state_outputs,
+        states,
         [cut, axis0],
     )
     # The step graph feeds x as a sequence of one through the same preprocessing nodes.
@@ -332,10 +332,7 @@ def stateful_graphs(lstm_onnx: bytes) -> tuple[bytes, bytes]:
         "lstm_step",
         [
             helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, n_features]),
-            *[
-                helper.make_tensor_value_info(s, TensorProto.FLOAT, [None, hidden])
-                for s in ("state_h", "state_c")
-            ],
+            *states,
         ],
         [
             helper.make_node("Unsqueeze", ["x", "state_axis1"], [seq_in.name]),
