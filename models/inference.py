@@ -219,9 +219,10 @@ class Predictor:
         done = list(self._pool.map(lambda r: run(*(a[r[0] : r[1]] for a in arrays)), ranges))
         return tuple(np.concatenate(outs) for outs in zip(*done, strict=True))
 
-    def _check(self, last: np.ndarray, seq_shape: tuple[int, ...]) -> None:
+    def _check(self, last: np.ndarray, seq_shape: tuple[int, ...] | None) -> None:
+        """``last`` (n, f) with the model's f features, and ``seq`` (n, T, f) unless its shape is None."""
         n, f = np.shape(last)
-        if f != len(self.feature_names) or seq_shape != (n, self.seq_len, f):
+        if f != len(self.feature_names) or seq_shape not in (None, (n, self.seq_len, f)):
             raise ValueError(
                 f"expected last (n, {len(self.feature_names)}) and seq (n, {self.seq_len}, "
                 f"{len(self.feature_names)}), got {np.shape(last)} and {seq_shape}"
@@ -255,7 +256,7 @@ class Predictor:
     def predict_step(self, last: np.ndarray, state: LSTMState) -> Prediction:
         """:meth:`predict` for rows whose sequence is a history of ``T - 1`` vectors whose ``state``
         is known, followed by ``last``: the same scores, for a ``T``-th of the LSTM's work."""
-        self._check(last, (len(last), self.seq_len, np.shape(last)[1]))
+        self._check(last, None)
         if np.shape(state.h) != (len(last), self.state_size) or np.shape(state.c) != np.shape(state.h):
             raise ValueError(f"expected states (n, {self.state_size}), got {np.shape(state.h)}")
         if len(last) == 0:
