@@ -103,9 +103,11 @@ def since(before: dict[str, float]) -> dict[str, float]:
     return {how: n - before[how] for how, n in recoveries().items()}
 
 
-def through_a_fault(bus: KafkaBus, inject: Callable[[Any], None], rejoin_bound_s: float) -> None:
+def through_a_fault(bus: KafkaBus, inject: Callable[[Any], None], rejoin_bound_s: float) -> dict[str, float]:
     """A consumer reads and commits 1,000 messages, ``inject`` breaks its kafka-python client, 1,000
-    more are produced: the consumer must read each of them once within 60 s."""
+    more are produced: the consumer must read each of them once within 60 s. Returns the recoveries
+    counted meanwhile, by ``how``."""
+    before = recoveries()
     topic = fresh("fault")
     bus.create_topics([topic], 2)
     producer = bus.producer()
@@ -136,6 +138,7 @@ def through_a_fault(bus: KafkaBus, inject: Callable[[Any], None], rejoin_bound_s
         consumer.close()
         producer.close()
     assert sorted(r.value for r in got) == sorted(v for _, v in second), "each message once, none lost"
+    return since(before)
 
 
 @pytest.mark.kafka
@@ -158,9 +161,7 @@ def test_a_consumer_left_in_kafka_pythons_rebalance_limbo_rejoins_at_once(bus: K
         # the commit while rebalancing, and the records are delivered again after the rejoin.
         consumer.commit()
 
-    before = recoveries()
-    through_a_fault(bus, limbo, rejoin_bound_s=1e9)
-    assert since(before) == {"rejoin": 1, "new_client": 0}
+    assert through_a_fault(bus, limbo, rejoin_bound_s=1e9) == {"rejoin": 1, "new_client": 0}
 
 
 @pytest.mark.kafka
@@ -179,9 +180,7 @@ def test_a_consumer_whose_rebalance_never_completes_is_replaced(bus: KafkaBus) -
         coordinator._do_join_and_sync_async = never_completes
         coordinator.request_rejoin()
 
-    before = recoveries()
-    through_a_fault(bus, hang, rejoin_bound_s=3.0)
-    assert since(before) == {"rejoin": 0, "new_client": 1}
+    assert through_a_fault(bus, hang, rejoin_bound_s=3.0) == {"rejoin": 0, "new_client": 1}
 
 
 @pytest.mark.kafka
