@@ -4,8 +4,8 @@ The log is a simulated fleet (200 motors, one reading a minute, sensor faults on
 readings. The model is the registry's latest (``MOTORWATCH_REGISTRY``); with an empty registry, a
 small one is trained first on another simulated fleet (outside the timed part).
 
-The same replay then runs with the feature vectors passed between the stages as JSON (as on Kafka)
-instead of columns: the baseline of the hand-over, with the same output.
+The same replay then runs with the readings and feature vectors passed between the stages as JSON
+(as on Kafka) instead of columns: the baseline of the hand-over, with the same output.
 """
 
 from __future__ import annotations
