@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+
 # Default start of simulated time: fixed, so runs are deterministic.
 START_TS = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
 
@@ -88,6 +90,10 @@ class FleetConfig:
     for a log-normal time (median ``degradation_days``) until the motor fails. A failed motor is
     down (no readings) for ``repair_hours`` before a corrective repair; a maintenance order takes it
     down for ``maintenance_hours`` and restores its health.
+
+    ``stagger``: the motors sample in turn, evenly over each interval (motor ``i`` of ``n`` at
+    ``i / n`` of it), as a gateway polling its devices does; otherwise all at the interval's start.
+    Only the reported times move: the motors' physics and the ground truth run on the interval.
     """
 
     motors: int = 50
@@ -100,6 +106,7 @@ class FleetConfig:
     repair_hours: tuple[float, float] = (12.0, 48.0)
     maintenance_hours: float = 2.0
     faults: FaultRates = field(default_factory=FaultRates)
+    stagger: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.motors <= 99_999:
@@ -112,6 +119,12 @@ class FleetConfig:
     def ticks(self, seconds: float) -> int:
         """Whole intervals in ``seconds`` (rounded up: a duration never shrinks to nothing)."""
         return max(1, math.ceil(seconds / self.interval_s - 1e-9))
+
+    def sampling_offsets(self) -> np.ndarray:
+        """Each motor's sampling time within an interval, in seconds after its start."""
+        if not self.stagger:
+            return np.zeros(self.motors)
+        return np.arange(self.motors) * (self.interval_s / self.motors)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

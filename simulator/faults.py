@@ -61,6 +61,7 @@ class FaultInjector:
         self.cum = np.cumsum(self.rates.rates())
         self.names = signal_names
         self.upper = upper
+        self.sampling = config.sampling_offsets() if config.stagger else None
         m, k = config.motors, len(signal_names)
         self.k = k
         self.stuck_from = np.zeros((m, MEASURED), np.int64)
@@ -100,8 +101,10 @@ class FaultInjector:
         keep = present.ravel().copy()
         keep[hit[kind == DROPOUT]] = False
         rows = np.flatnonzero(keep)
-        reported = ts[rows // m] + (offset.ravel()[rows] if offset is not None else 0.0)
-        hit_ts = ts[tick] + (offset.ravel()[hit] if offset is not None else 0.0)
+        sampled = (ts[:, None] + self.sampling).ravel() if self.sampling is not None else ts.repeat(m)
+        if offset is not None:
+            sampled += offset.ravel()
+        reported, hit_ts = sampled[rows], sampled[hit]
         delay = self._delays(kind, uh)
         self._log_point_faults(t0, tick, motor, kind, uh, delay, hit_ts, values, hit, log)
 

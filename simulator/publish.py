@@ -2,7 +2,9 @@
 ``maintenance.schedule`` (the closed loop), maintenance performed to ``maintenance.events``.
 
 Pacing maps event time to wall time: ``realtime`` (1 simulated second per second), a factor
-(``60`` = one simulated minute per second) or ``max`` (as fast as the bus takes it).
+(``60`` = one simulated minute per second) or ``max`` (as fast as the bus takes it). A paced
+staggered fleet (``FleetConfig.stagger``) sends each reading when its sampling time comes, in
+sends at most every ``SEND_INTERVAL_S`` (a gateway's batching), rather than a tick at a time.
 
 >>> from ingest.inproc import InProcessBus
 >>> from simulator.config import FleetConfig
@@ -41,6 +43,7 @@ from simulator.fleet import Fleet
 from simulator.writers import LogWriter, Summary
 
 MAX_BATCH_READINGS = 50_000  # readings per round at ``max`` pace
+SEND_INTERVAL_S = 0.02  # a paced staggered fleet's readings go out at most this often (wall time)
 
 
 def encode_batch(batch: ReadingBatch) -> list[tuple[bytes, bytes]]:
@@ -104,9 +107,20 @@ class Publisher:
         self.summary = Summary()
         self._start: tuple[float, int] | None = None  # (wall time, tick) when pacing began
         self._max_ticks = max(1, MAX_BATCH_READINGS // fleet.config.motors)
+        # Readings simulated and not sent yet, with their wall due times when this fleet holds them.
+        self._holds = fleet.config.stagger and pacing.speed is not None
+        self._offsets = fleet.config.sampling_offsets()
+        self._held: list[tuple[bytes, bytes]] = []
+        self._held_due = np.empty(0)
+        self._last_send = -math.inf
 
     @property
     def done(self) -> bool:
+        """The end is reached and every reading is sent."""
+        return self._ended and not self._held
+
+    @property
+    def _ended(self) -> bool:
         return self.end_tick is not None and self.fleet.tick >= self.end_tick
 
     def due_ticks(self) -> int:
@@ -124,44 +138,77 @@ class Publisher:
         return max(0, n)
 
     def seconds_until_due(self) -> float:
-        """Wall seconds until the next tick is due."""
+        """Wall seconds until the next tick is due, or the next held reading may go out."""
         if self.pacing.speed is None or self._start is None:
             return 0.0
         wall0, tick0 = self._start
         due_at = wall0 + (self.fleet.tick - tick0) * self.fleet.config.interval_s / self.pacing.speed
+        if self._held:
+            due_at = min(due_at, max(self._held_due[0], self._last_send + SEND_INTERVAL_S))
         return max(0.0, due_at - self.clock())
 
     def run_once(self, max_ticks: int | None = None) -> int:
-        """Simulate the ticks now due (at most ``max_ticks``), send their readings; returns how many."""
+        """Simulate the ticks now due (at most ``max_ticks``) and send the readings now due (all of
+        them, but for a paced staggered fleet); returns how many were sent."""
         n = self.due_ticks()
         if max_ticks is not None:
             n = min(n, max_ticks)
-        if n == 0:
-            return 0
+        performed: list[MaintenanceEvent] = []
+        if self._holds:
+            for _ in range(n):  # a tick at a time: each reading's due time is its tick's plus its offset
+                performed += self._simulate(1)
+        elif n:
+            performed = self._simulate(n)
+        sent = self._send_due()
+        if performed:
+            self.producer.send_batch(
+                self.maintenance_topic, [(m.asset_id.encode(), encode(m)) for m in performed]
+            )
+        return sent
+
+    def _simulate(self, n: int) -> list[MaintenanceEvent]:
+        """Simulate ``n`` ticks: hold their readings for sending; returns the maintenance performed."""
+        tick = self.fleet.tick
         delivered = self.fleet.advance_columns(n)
-        if self.done:
+        if self._ended:
             delivered = Delivered.concat([delivered, self.fleet.drain_columns()])
-        messages = encode_batch(self.fleet.to_batch(delivered))
-        self.producer.send_batch(self.readings_topic, messages)
+        self._held += encode_batch(self.fleet.to_batch(delivered))
+        if self._holds:
+            wall0, tick0 = self._start
+            config = self.fleet.config
+            due = (tick - tick0) * config.interval_s + self._offsets[delivered.motor]
+            due = np.maximum.accumulate(np.r_[self._held_due[-1:], wall0 + due / self.pacing.speed])
+            self._held_due = np.r_[self._held_due, due[len(due) - len(delivered) :]]  # drained: not before
         events = self.fleet.events()
         if self.log is not None:
             self.log.write_readings(delivered)
             self.log.write_events(events)
-        done = [e for e in events if e.kind == "maintenance"]
-        if done:
-            self.producer.send_batch(
-                self.maintenance_topic,
-                [
-                    (
-                        e.asset_id.encode(),
-                        encode(MaintenanceEvent(asset_id=e.asset_id, ts=e.ts, action=e.mode)),
-                    )
-                    for e in done
-                ],
-            )
-        self.summary.readings += len(messages)
         self.summary.count(events)
-        return len(messages)
+        return [
+            MaintenanceEvent(asset_id=e.asset_id, ts=e.ts, action=e.mode)
+            for e in events
+            if e.kind == "maintenance"
+        ]
+
+    def _send_due(self, everything: bool = False) -> int:
+        """Send the held readings now due (a paced staggered fleet's at most every SEND_INTERVAL_S),
+        or ``everything`` held."""
+        if not self._held:
+            return 0
+        count = len(self._held)
+        if self._holds and not everything:
+            now = self.clock()
+            if now < self._last_send + SEND_INTERVAL_S:
+                return 0
+            count = int(np.searchsorted(self._held_due, now, side="right"))
+            if count == 0:
+                return 0
+            self._last_send = now
+        self._held_due = self._held_due[count:]
+        messages, self._held = self._held[:count], self._held[count:]
+        self.producer.send_batch(self.readings_topic, messages)
+        self.summary.readings += count
+        return count
 
     def run(
         self,
@@ -179,6 +226,7 @@ class Publisher:
                     on_progress(self)
                 if not sent:
                     stop.wait(min(0.25, self.seconds_until_due()))
+            self._send_due(everything=True)  # stopped: what was simulated (and logged) goes out
         finally:
             self.producer.flush()
 

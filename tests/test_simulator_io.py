@@ -31,7 +31,7 @@ from motorwatch.cli import main
 from simulator import writers
 from simulator.config import FaultRates, FleetConfig, parse_duration
 from simulator.fleet import SIGNALS, Fleet
-from simulator.publish import MaintenanceListener, Pacing, Publisher, encode_batch
+from simulator.publish import SEND_INTERVAL_S, MaintenanceListener, Pacing, Publisher, encode_batch
 from simulator.writers import LogWriter, simulate_to_files
 
 # Frequent failures and faults, so every kind of row is in a small log.
@@ -211,6 +211,45 @@ def test_pacing_follows_the_clock() -> None:
     assert Pacing.parse("realtime").speed == 1.0 and Pacing.parse("max").speed is None
     with pytest.raises(ValueError):
         Pacing.parse("fast")
+
+
+def test_a_staggered_fleet_samples_in_turn_over_each_interval() -> None:
+    config = replace(CONFIG, interval_s=60.0, faults=FaultRates.none())
+    aligned = Fleet(config, seed=2).advance(3)
+    staggered = Fleet(replace(config, stagger=True), seed=2).advance(3)
+    # Same motors, same physics: only the reported times move, motor i by i/n of the interval.
+    assert staggered.asset_id == aligned.asset_id
+    np.testing.assert_array_equal(staggered.values, aligned.values)
+    motor = np.array([int(a[1:]) - 1 for a in staggered.asset_id])
+    np.testing.assert_allclose(staggered.ts - aligned.ts, motor * 60.0 / config.motors)
+    assert (np.diff(staggered.ts) > 0).all()  # delivered in sampling order
+
+
+def test_a_paced_staggered_fleet_sends_each_reading_once_its_sampling_time_has_come() -> None:
+    now = [100.0]
+    config = replace(CONFIG, motors=100, interval_s=1.0, faults=FaultRates.none(), stagger=True)
+    bus = InProcessBus()
+    publisher = Publisher(
+        Fleet(config, seed=2),
+        bus.producer(),
+        Pacing.parse("realtime"),
+        end_ts=config.start_ts + 3,
+        clock=lambda: now[0],
+    )
+    sent_at: list[tuple[float, int]] = []
+    while not publisher.done:
+        if sent := publisher.run_once():
+            sent_at.append((now[0], sent))
+        now[0] += max(publisher.seconds_until_due(), 0.001)
+    readings, _ = decode_readings([r.value for r in _drain(bus, topics.READINGS)], load_profile("motor"))
+    assert len(readings) == 3 * config.motors == sum(n for _, n in sent_at)
+    # Sent in order, none before its sampling time, in sends at least SEND_INTERVAL_S apart.
+    wall = np.concatenate([np.full(n, t) for t, n in sent_at])
+    ts = np.sort(readings.ts)
+    assert (wall - 100.0 >= ts - config.start_ts - 1e-9).all()
+    assert (wall - 100.0 <= ts - config.start_ts + SEND_INTERVAL_S + 0.002).all()
+    assert np.diff([t for t, _ in sent_at]).min() >= SEND_INTERVAL_S - 1e-9
+    assert len(sent_at) >= 3 / SEND_INTERVAL_S * 0.9  # spread over the three seconds, not per tick
 
 
 CLOSED_LOOP = replace(CONFIG, faults=FaultRates.none(), mean_onset_days=1e6)

@@ -62,6 +62,12 @@ def _start(ctx: click.Context, param: click.Parameter, value: str) -> float:
     show_default=True,
     help="Mean running days from a repair to the start of the next failure's precursor.",
 )
+@click.option(
+    "--stagger/--aligned",
+    default=False,
+    show_default=True,
+    help="Motors sample in turn over each interval (a polling gateway), or all at its start.",
+)
 @click.option("--no-faults", is_flag=True, help="No sensor or transport faults (a clean log).")
 @click.option(
     "--fault",
@@ -101,6 +107,7 @@ def cli(
     seed: int,
     start: float,
     mean_onset_days: float,
+    stagger: bool,
     no_faults: bool,
     fault_rates: tuple[str, ...],
     out: Path | None,
@@ -128,6 +135,7 @@ def cli(
             start_ts=start,
             mean_onset_days=mean_onset_days,
             faults=faults.with_rates(**rates),
+            stagger=stagger,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
