@@ -78,6 +78,7 @@ class FeatureEngine:
         self.k = len(self.columns)
         self.asset_ids: list[str] = []
         self.slot: dict[str, int] = {}
+        self.layout = 0  # bumped whenever existing assets get new slots (a drop renumbers them)
         self.duplicates = 0
         self.accepted = np.empty(0, dtype=np.int64)  # rows of the last batch taken (not late or duplicate)
         self._capacity = 0
@@ -289,10 +290,14 @@ class FeatureEngine:
             events.sort()
             self._arrays["next_maintenance"][s] = events[0]
 
-    def silence_state(self, asset_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Copies of the assets' clocks (newest accepted ``ts``) and stale flags. An asset never seen
-        counts as stale already: nothing can go silent before its first reading."""
-        slots = np.array([self.slot.get(a, -1) for a in asset_ids], dtype=np.int64)
+    def slots_of(self, asset_ids: Sequence[str]) -> np.ndarray:
+        """The assets' slots, -1 for an asset never seen; valid while :attr:`layout` is unchanged."""
+        return np.array([self.slot.get(a, -1) for a in asset_ids], dtype=np.int64)
+
+    def silence_state(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the clocks (newest accepted ``ts``) and stale flags of the assets in ``slots``
+        (see :meth:`slots_of`). An asset never seen counts as stale already: nothing can go silent
+        before its first reading."""
         known = slots >= 0
         clock = np.full(len(slots), -np.inf)
         stale = ~known
@@ -485,3 +490,4 @@ class FeatureEngine:
         self._maintenance = {remap[s]: ev for s, ev in self._maintenance.items() if s in remap}
         self.asset_ids = survivors
         self.slot = {a: i for i, a in enumerate(survivors)}
+        self.layout += 1

@@ -50,8 +50,29 @@ from ingest.schemas import (
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """A partition's assets in id order, with each one's position and engine slot (-1: none yet),
+    kept between batches: rebuilt only when assets join or the engine renumbers its slots, so a
+    batch costs O(its readings), not O(the partition's assets), in Python."""
+
+    ids: list[str]
+    index: dict[str, int]
+    slots: np.ndarray
+    layout: int  # the engine's slot layout that ``slots`` come from
+
+    @classmethod
+    def of(cls, assets: set[str], engine: FeatureEngine) -> _Known:
+        ids = sorted(assets)
+        return cls(ids, {a: i for i, a in enumerate(ids)}, engine.slots_of(ids), engine.layout)
+
+    def current(self, engine: FeatureEngine) -> bool:
+        return self.layout == engine.layout and bool((self.slots >= 0).all())
+
+
 # A partition's assets, with their clocks and stale flags before a batch.
-_Silence = tuple[list[str], np.ndarray, np.ndarray]
+_Silence = tuple[_Known, np.ndarray, np.ndarray]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +124,7 @@ class FeatureWorker:
         self.names = tuple(self.spec.names)
         self._owned: set[int] = set()
         self._assets: dict[int, set[str]] = defaultdict(set)
+        self._known: dict[int, _Known] = {}
         self._watermark: dict[int, float] = {}
         self._next: dict[TopicPartition, int] = {}  # offsets already applied to the state
         self._uncommitted = False
@@ -252,9 +274,12 @@ class FeatureWorker:
         out = {}
         for p in np.unique(part).tolist():
             assets = self._assets.setdefault(p, set())
-            assets.update(asset_ids[i] for i in np.flatnonzero(part == p).tolist())
-            ids = sorted(assets)
-            out[p] = (ids, *self.engine.silence_state(ids))
+            new = {asset_ids[i] for i in np.flatnonzero(part == p).tolist()} - assets
+            known = self._known.get(p)
+            if new or known is None or not known.current(self.engine):
+                assets |= new
+                known = self._known[p] = _Known.of(assets, self.engine)
+            out[p] = (known, *self.engine.silence_state(known.slots))
         return out
 
     def _stale_markers(
@@ -266,9 +291,9 @@ class FeatureWorker:
         accepted = np.zeros(len(batch), dtype=bool)
         accepted[self.engine.accepted] = True
         markers: list[_Marker] = []
-        for p, (ids, clock0, stale) in before.items():
+        for p, (known, clock0, stale) in before.items():
             rows = np.flatnonzero(part == p)
-            index = {a: i for i, a in enumerate(ids)}
+            ids, index = known.ids, known.index
             asset = np.array([index[batch.asset_id[i]] for i in rows.tolist()], dtype=np.int64)
             marked, at, after, self._watermark[p] = compiled.silences(
                 asset,
@@ -354,6 +379,7 @@ class FeatureWorker:
         owned = {p for t, p in assigned if t == self.config.readings_topic}
         for p in self._owned - owned:
             self.engine.drop(self._assets.pop(p, set()))
+            self._known.pop(p, None)
             self._watermark.pop(p, None)
             for t in (self.config.readings_topic, self.config.maintenance_topic):
                 self._next.pop((t, p), None)
@@ -366,6 +392,7 @@ class FeatureWorker:
         with np.load(self._snapshot_path(partition), allow_pickle=False) as data:
             ids = self.engine.restore(data["engine"].tobytes())
             self._assets[partition] = set(ids)
+            self._known.pop(partition, None)
             self._next[(self.config.readings_topic, partition)] = int(data["readings_next"])
             self._next[(self.config.maintenance_topic, partition)] = int(data["maintenance_next"])
             self._watermark[partition] = float(data["watermark"])

@@ -19,7 +19,7 @@ from test_features_engines import assert_same, make_log
 from features.batch import compute_features
 from features.spec import FeatureSpec
 from features.worker import FeatureWorker, WorkerConfig
-from ingest.bus import Bus
+from ingest.bus import Bus, partition_for
 from ingest.inproc import InProcessBus
 from ingest.profiles import load_profile
 from ingest.schemas import (
@@ -234,6 +234,32 @@ def test_stale_markers_fall_where_they_would_with_readings_taken_one_at_a_time()
     after = [ts for ts, _ in b_msgs[marker + 1 :]]
     held = [ts for ts in after if ts < 100]
     assert held == list(np.arange(100 - SPEC.grace, 100, 5.0)) and after == sorted(after)
+
+
+def test_stale_markers_stay_right_when_a_rebalance_renumbers_the_assets_kept() -> None:
+    """The worker keeps each partition's assets between batches; a revoked partition's assets leave
+    the engine, which renumbers the rest: the silent asset of the partition kept gets its one marker."""
+    bus = InProcessBus(partitions=2)
+    config = topic_config("renumbered")
+    named = lambda p: sorted(n for n in (f"x{i}" for i in range(200)) if partition_for(n.encode(), 2) == p)  # noqa: E731
+    kept, others = named(0)[:2], named(1)[:20]  # the first worker keeps partition 0 (range assignment)
+    a = steady(np.arange(0.0, SPEC.stale_after + 900.0, 5.0))
+    worker = FeatureWorker(bus, MOTOR, config)
+    # The others come first, so they take the lowest slots; the kept ones then come in two batches.
+    for ids, start, end in ((others, 0, 100), (kept, 0, 50), (kept, 50, 100)):
+        log = a[(a["ts"] >= start) & (a["ts"] < end)]
+        publish(bus, config.readings_topic, pd.concat([log.assign(asset_id=x) for x in ids]))
+        run_dry(worker)
+    FeatureWorker(bus, MOTOR, config)  # joins the group: partition 1 moves to it
+    later = [
+        a[a["ts"] >= 100].assign(asset_id=kept[0]),
+        a[(a["ts"] >= 100) & (a["ts"] < 200)].assign(asset_id=kept[1]),
+    ]
+    publish(bus, config.readings_topic, pd.concat(later).sort_values("ts", kind="stable"))
+    run_dry(worker)
+    assert worker.engine.asset_ids == kept  # the others left, and the kept ones were renumbered
+    stale = [(m.asset_id, m.ts) for m in drain(bus, config.features_topic, Features) if m.stale]
+    assert stale == [(kept[1], 200.0 + SPEC.stale_after)]
 
 
 def crash_and_restart(bus: Bus, state_dir: Path, tag: str, crash: str) -> list[Features]:
