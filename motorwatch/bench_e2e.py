@@ -9,12 +9,18 @@ model (``$MOTORWATCH_REGISTRY``, trained with the motor profile).
   faults) published as fast as the broker takes them, then both workers started: readings through
   the pipeline per second = readings / (last score's time - first score's time), scores being
   stamped by the broker's CreateTime (the scorer's wall clock at send).
-- latency: 20,000 motors at 1 Hz (the target), then 2,000 (a rate this machine sustains), paced at
-  real time, so a reading's event time is the wall clock when it is published. Latency of a score =
-  its CreateTime - its reading's event time. The motor profile holds a reading back until its
-  motor's clock has passed it by the grace period (60 s: out-of-order readings land where they
-  belong), so no score comes sooner: the rows give the latency beyond that hold (raw - grace), what
-  the pipeline adds, and the raw one. A pipeline that cannot keep up shows as a backlog and latency.
+- latency: 20,000 motors at 1 Hz, paced at real time, so a reading's event time is the wall clock
+  when its motor samples it. The target run has a staggered fleet (``FleetConfig.stagger``: the
+  motors sample in turn over each second, sent by a gateway every 20 ms), as a plant's sensors do;
+  a second run has every motor sample at the same instant, the worst case of a burst of 20,000
+  readings each second (no target). Latency of a score = its CreateTime - its reading's event
+  time. The motor profile holds a reading back until its motor's clock has passed it by the grace
+  period (60 s: out-of-order readings land where they belong), so no score comes sooner: the rows
+  give the latency beyond that hold (raw - grace), what the pipeline adds, and the raw one. A
+  pipeline that cannot keep up shows as a backlog and latency. The percentiles leave out the first
+  ``WARMUP_S`` of scores: 20,000 motors' first vectors come within a second, and each new motor
+  costs the scorer room in its arrays and a whole LSTM sequence, a one-off backlog of 2-3 s at
+  start; the note gives the whole run's p99 and max beside them.
 """
 
 from __future__ import annotations
@@ -46,9 +52,10 @@ from simulator.publish import Pacing, Publisher
 
 TARGET_RATE = 20_000  # readings/s: 20,000 motors at 1 Hz
 THROUGHPUT_MOTORS = 2_000
-PACED_MOTORS = 2_000  # a second paced run at a rate this machine sustains
-PACED_SECONDS = 100.0  # a paced run: the 60 s grace period, then 40 s of scores
+PACED_SECONDS = 120.0  # a paced run: the 60 s grace period, then 60 s of scores
+WARMUP_S = 10.0  # latency is measured on the scores after these (the first ones meet a cold scorer)
 PARTITIONS = 6
+START_AFTER_S = 3.0  # a paced fleet starts this long after it is built
 MOTORWATCH = str(Path(sys.executable).with_name("motorwatch"))
 
 
@@ -72,22 +79,25 @@ def run(count: int, bus: BusConfig, console) -> list[dict]:
             "note": f"{through.scores:,} scores of {n:,} readings; 2 processes on Kafka; {load_note()}",
         }
     ]
-    for motors in (TARGET_RATE, PACED_MOTORS):
-        console.print(f"  latency: {motors:,} motors at 1 Hz, paced at real time for {PACED_SECONDS:.0f} s")
-        rows += _paced_rows(_paced(bus.bootstrap, registry, motors), motors, grace)
+    for stagger in (True, False):
+        how = "sampling in turn" if stagger else "all sampling at once"
+        console.print(f"  latency: {TARGET_RATE:,} motors at 1 Hz, {how}, paced for {PACED_SECONDS:.0f} s")
+        rows += _paced_rows(_paced(bus.bootstrap, registry, stagger), stagger, grace)
     return rows
 
 
-def _paced_rows(paced: _Paced, motors: int, grace: float) -> list[dict]:
-    at = f"at {motors:,} motors x 1 Hz"
-    target = {"target": "<= 0.5"} if motors == TARGET_RATE else {}
-    raw, beyond = paced.latency, paced.latency - grace
+def _paced_rows(paced: _Paced, stagger: bool, grace: float) -> list[dict]:
+    at = f"at {TARGET_RATE:,} motors x 1 Hz, " + ("staggered" if stagger else "aligned (one burst a second)")
+    target = {"target": "<= 0.5"} if stagger else {}
+    steady = paced.event_ts >= paced.event_ts.min() + WARMUP_S if len(paced.event_ts) else []
+    raw, beyond = paced.latency[steady], paced.latency[steady] - grace
+    whole = paced.latency - grace
     return [
         {
             "benchmark": f"scores per second {at}",
             "value": paced.rate,
             "unit": "scores/s",
-            "target": f">= {motors:,}",
+            "target": f">= {TARGET_RATE:,}",
             "note": f"last {paced.window:.0f} s; backlog when publishing stopped: {paced.lag:,} readings",
         },
         {
@@ -101,7 +111,11 @@ def _paced_rows(paced: _Paced, motors: int, grace: float) -> list[dict]:
             "value": _pct(beyond, 99),
             "unit": "s",
             **target,
-            "note": f"raw p99 {_pct(raw, 99):.3f} s; {len(raw):,} scores; {load_note()}",
+            "note": (
+                f"after the first {WARMUP_S:g} s of scores; raw p99 {_pct(raw, 99):.3f} s; "
+                f"{len(raw):,} scores. Whole run, warm-up included: p99 {_pct(whole, 99):.3f} s, "
+                f"max {_pct(whole, 100):.3f} s; {load_note()}"
+            ),
         },
     ]
 
@@ -134,6 +148,7 @@ class _Paced:
     window: float
     lag: int
     latency: np.ndarray
+    event_ts: np.ndarray
 
 
 class Metrics:
@@ -233,7 +248,8 @@ def _topics(bootstrap: str) -> str:
 
 
 def _publish(bootstrap: str, prefix: str, config: FleetConfig, pacing: Pacing, end_ts: float) -> int:
-    """Run a fleet onto ``prefix``sensor.readings until ``end_ts`` (event time); returns readings sent."""
+    """Run a fleet onto ``prefix``sensor.readings until ``end_ts`` (event time); returns readings sent.
+    A paced run starts when its wall clock reaches the fleet's start (its readings' event times)."""
     bus = KafkaBus(bootstrap)
     fleet = Fleet(config, seed=1)
     publisher = Publisher(
@@ -245,6 +261,8 @@ def _publish(bootstrap: str, prefix: str, config: FleetConfig, pacing: Pacing, e
         maintenance_topic=prefix + topics.MAINTENANCE,
     )
     try:
+        if pacing.speed is not None:
+            time.sleep(max(0.0, config.start_ts - time.time()))
         publisher.run(threading.Event())
     finally:
         publisher.producer.close()
@@ -290,20 +308,22 @@ def _throughput(bootstrap: str, registry: Path, ticks: int) -> _Throughput:
     return _Throughput(rate=len(stamped) / span if span > 0 else math.nan, scores=len(stamped))
 
 
-def _paced(bootstrap: str, registry: Path, motors: int) -> _Paced:
+def _paced(bootstrap: str, registry: Path, stagger: bool) -> _Paced:
     prefix = _topics(bootstrap)
     scores = _Scores(bootstrap, prefix + topics.SCORES)
     with _Pipeline(bootstrap, registry, prefix) as pipeline:
         _wait(pipeline, lambda: pipeline.metrics("features") and pipeline.metrics("score"), 120)
-        start = time.time()
-        config = FleetConfig(motors=motors, interval_s=1.0, start_ts=start, faults=FaultRates.none())
+        start = time.time() + START_AFTER_S  # time to build the fleet and connect
+        config = FleetConfig(
+            motors=TARGET_RATE, interval_s=1.0, start_ts=start, faults=FaultRates.none(), stagger=stagger
+        )
         sent = _publish(bootstrap, prefix, config, Pacing(1.0), start + PACED_SECONDS)
         f = pipeline.metrics("features")
         lag = sent - int(f("motorwatch_features_readings_total")) if f is not None else sent
     stamped, ts = scores.close()
     window = (PACED_SECONDS - 60.0) / 2  # the second half of the scoring time
     recent = stamped >= stamped.max() - window if len(stamped) else stamped.astype(bool)
-    return _Paced(rate=recent.sum() / window, window=window, lag=lag, latency=stamped - ts)
+    return _Paced(rate=recent.sum() / window, window=window, lag=lag, latency=stamped - ts, event_ts=ts)
 
 
 def _free_port() -> int:
