@@ -274,9 +274,13 @@ class SequenceStore:
         return self.newest[self.slots(asset_ids)]
 
     def _grow(self, needed: int) -> None:
-        extra = max(needed, 2 * len(self.count)) - len(self.count)
+        n = len(self.count)
+        capacity = max(needed, 2 * n)
         for name, start in _SLOT_START.items():
             old = getattr(self, name)
-            setattr(
-                self, name, np.concatenate([old, np.full((extra, *old.shape[1:]), start, dtype=old.dtype)])
-            )
+            # Zeros come from calloc: pages the OS zeroes when first touched, not filled here.
+            new = np.zeros((capacity, *old.shape[1:]), dtype=old.dtype)
+            new[:n] = old
+            if start != 0:
+                new[n:] = start
+            setattr(self, name, new)
