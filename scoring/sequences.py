@@ -17,7 +17,8 @@ bundle), an asset's history keeps a vector only once ``step`` has passed since t
 itself: a model trained on 5-minute logs sees 5-minute steps when it scores 1 Hz readings.
 
 Every row also gets a ``prefix`` key: which history its first ``T - 1`` vectors are (the count of
-vectors its asset has kept so far; -1 when the row has no history and pads itself). Rows with the
+vectors its asset has kept so far; a row with no history pads itself with copies of itself, which
+are the prefix of the history its own vector opens, so it gets that one's key). Rows with the
 same key share the LSTM's memory after that history: the store keeps each asset's newest such
 state (:meth:`remember`), so the next rows on that history need one LSTM step, not ``T``.
 """
@@ -50,7 +51,10 @@ class Sequences(NamedTuple):
     """What :meth:`SequenceStore.append` returns for ``n`` rows."""
 
     seq: np.ndarray  # (n, T, f): each row's last T - 1 kept vectors of its asset, then the row
-    prefix: np.ndarray  # (n,) int64: the history key of seq[:, :-1]; -1 for a row padding itself
+    # (n,) int64: the history key of seq[:, :-1]. A row with no kept vector before it pads itself:
+    # T - 1 copies of itself, which are exactly the prefix of the history its own vector opens (a
+    # short history is left-padded with its first vector), so that history's key; -1 if not kept.
+    prefix: np.ndarray
 
 
 class SequenceStore:
@@ -148,7 +152,8 @@ class SequenceStore:
         unique = bool((sorted_slots[1:] != sorted_slots[:-1]).all())
         kept = self._kept(slots, ts, unique)
         if unique:
-            prefix = np.where(self.count[slots] > 0, self.version[slots], -1)
+            version = self.version[slots]
+            prefix = np.where(self.count[slots] > 0, version, np.where(kept, version + 1, -1))
             self.version[slots] += kept
             return Sequences(self._append_unique(slots, x, kept), prefix)
         first = np.flatnonzero(np.r_[True, sorted_slots[1:] != sorted_slots[:-1]])
@@ -203,7 +208,9 @@ class SequenceStore:
         before = np.cumsum(kept_sorted) - kept_sorted  # kept rows earlier in the batch, all assets
         before -= np.repeat(before[first], sizes)  # ... of the row's own asset
         sorted_slots = slots[order]
-        key = np.where((self.count[sorted_slots] > 0) | (before > 0), self.version[sorted_slots] + before, -1)
+        version = self.version[sorted_slots]
+        opens = np.where(kept_sorted > 0, version + 1, -1)  # a row padding itself: see Sequences
+        key = np.where((self.count[sorted_slots] > 0) | (before > 0), version + before, opens)
         prefix = np.empty(len(slots), dtype=np.int64)
         prefix[order] = key
         np.add.at(self.version, slots, kept)
@@ -252,7 +259,7 @@ class SequenceStore:
 
     def remember(self, slots: np.ndarray, prefix: np.ndarray, h: np.ndarray, c: np.ndarray) -> None:
         """Remember the LSTM state ``(h, c)`` after each row's history (rows in stream order: an
-        asset's last one stays). Rows padding themselves (prefix -1) have no history to remember."""
+        asset's last one stays). Rows with prefix -1 have no history to remember."""
         has = prefix >= 0
         slots = slots[has]
         self.state_key[slots], self.state_h[slots], self.state_c[slots] = prefix[has], h[has], c[has]

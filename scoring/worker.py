@@ -395,7 +395,7 @@ class Scorer:
         new = np.flatnonzero(~known)
         new = new[np.argsort(slots[new], kind="stable")]
         s, p = slots[new], prefix[new]
-        first = p < 0  # a row padding itself is its own history
+        first = p < 0  # no history to share
         first[:1] = True
         first[1:] |= (s[1:] != s[:-1]) | (p[1:] != p[:-1])
         leader = new[np.maximum.accumulate(np.where(first, np.arange(len(new)), 0))]

@@ -22,7 +22,8 @@ def reference_window(history: list[np.ndarray], seq_len: int) -> np.ndarray:
 def test_sequences_match_brute_force_with_repeats_growth_and_redelivery(monkeypatch, few_repeats, step):
     """Each row's sequence is its asset's last T - 1 kept vectors and itself; with a step, a vector is
     kept once the step has passed since the last one kept (rows here are 1 apart per asset). Its
-    history key counts the vectors kept before it (-1: none, the row pads itself)."""
+    history key counts the vectors kept before it; a row with none pads itself with copies of itself,
+    the prefix of the history its own vector opens: key 1."""
     monkeypatch.setattr(sequences, "_FEW_REPEATS", few_repeats)  # each way of appending repeats
     rng = np.random.default_rng(7)
     seq_len, n_features = 5, 3
@@ -49,7 +50,7 @@ def test_sequences_match_brute_force_with_repeats_growth_and_redelivery(monkeypa
         for i, a in enumerate(ids):
             kept = history.setdefault(a, [])
             np.testing.assert_array_equal(seq[i], reference_window([*kept[-(seq_len - 1) :], x[i]], seq_len))
-            assert prefix[i] == (len(kept) if kept else -1)
+            assert prefix[i] == (len(kept) if kept else 1)
             if ts[i] - kept_at.get(a, -np.inf) >= step * (1 - sequences.STEP_TOLERANCE):
                 kept.append(x[i])
                 kept_at[a] = ts[i]
@@ -103,12 +104,11 @@ def test_a_remembered_lstm_state_serves_only_its_own_history():
         slots, _ = store.admit([asset], np.array([ts]))
         return slots, store.append(slots, x, np.array([ts])).prefix
 
-    slots, prefix = row("a", 0.0)
-    assert prefix.tolist() == [-1]  # pads itself: nothing to remember
-    store.remember(slots, prefix, np.full((1, 2), 5.0, np.float32), np.zeros((1, 2), np.float32))
-    assert not store.known(slots, prefix).any()
-    slots, prefix = row("a", 1.0)  # within the step: on the history [v0]
-    store.remember(slots, prefix, np.full((1, 2), 7.0, np.float32), np.zeros((1, 2), np.float32))
+    slots, opened = row("a", 0.0)  # pads itself: its copies of v0 are the prefix of the history [v0]
+    assert not store.known(slots, opened).any()
+    store.remember(slots, opened, np.full((1, 2), 7.0, np.float32), np.zeros((1, 2), np.float32))
+    slots, prefix = row("a", 1.0)  # within the step: on the history [v0], whose state is known
+    assert prefix.tolist() == opened.tolist() and store.known(slots, prefix).all()
     slots, later = row("a", 2.0)
     assert later.tolist() == prefix.tolist() and store.known(slots, later).all()
     assert store.state(slots)[0].tolist() == [[7.0, 7.0]]
@@ -123,7 +123,8 @@ def test_a_remembered_lstm_state_serves_only_its_own_history():
     assert not store.known(*row("a", 14.0)).any()
     store.remember(slots, after, np.ones((1, 2), np.float32), np.ones((1, 2), np.float32))
     store.forget(slots)
-    assert row("a", 15.0)[1].tolist() == [-1]
+    slots, restarted = row("a", 15.0)  # starts over: a history never seen, no state
+    assert restarted[0] > after[0] and not store.known(slots, restarted).any()
 
 
 def test_baselines_are_the_mean_of_each_assets_first_n_vectors_across_batches_and_resets() -> None:

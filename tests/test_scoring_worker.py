@@ -202,11 +202,12 @@ def test_rows_on_a_remembered_history_take_one_lstm_step_and_score_as_their_whol
     for s in scores:
         assert s.rul == pytest.approx(expected[(s.asset_id, s.ts)], rel=1e-6), (s.asset_id, s.ts)
     first, second = registry.predictors
-    # Whole sequences, per asset and whatever the batches: its first row (no history: it pads
-    # itself), the first row on each of its 8 histories (a vector kept every 5 rows), and its first
-    # row after the reload (the old model's states are not used). Every other row takes a step.
+    # Whole sequences, per asset and whatever the batches: its first row (no history: it pads itself
+    # with copies of itself, the prefix of the history its vector opens, which its state then
+    # serves), the first row on each of its 7 later histories (a vector kept every 5 rows), and its
+    # first row after the reload (the old model's states are not used). Every other row steps.
     full, stepped = sum(first.calls) + sum(second.calls), sum(first.steps) + sum(second.steps)
-    assert (full, stepped) == (n_assets * (1 + steps // 5 + 1), len(msgs) - full)
+    assert (full, stepped) == (n_assets * (1 + (steps // 5 - 1) + 1), len(msgs) - full)
     assert (_lstm_rows("sequence") - counted["sequence"], _lstm_rows("step") - counted["step"]) == (
         full,
         stepped,
