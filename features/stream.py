@@ -254,10 +254,15 @@ class FeatureEngine:
         touched, start, count = np.unique(sl, return_index=True, return_counts=True)
         rank = np.arange(len(sl)) - np.repeat(start, count)
         need = st["wait_n"][touched] + count
+        longest = int(need.max(initial=0))
+        if 2 * longest > self._waiting:
+            # Room for twice the longest list: moves to the front stay rare, and the rows grow while
+            # the lists fill (a fleet's first grace period), not when they first wrap, a grace
+            # period later, when every asset's vectors are flowing and each growth is a stall.
+            self._grow_waiting(2 * longest)
+            st = self._arrays
         full = touched[st["wait_head"][touched] + need > self._waiting]
         if len(full):  # move those lists to the front of their rows (amortised: rare per asset)
-            self._grow_waiting(2 * int(need.max()))
-            st = self._arrays
             cols = np.minimum(
                 np.arange(self._waiting)[None, :] + st["wait_head"][full][:, None], self._waiting - 1
             )
