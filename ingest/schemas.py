@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from itertools import repeat
@@ -340,11 +340,6 @@ def encode_readings(batch: ReadingBatch) -> list[tuple[bytes, bytes]]:
     return [(r.asset_id.encode(), enc(r)) for r in batch.readings()]
 
 
-def _json_floats(column: np.ndarray) -> list[bytes]:
-    """Each float of ``column`` as msgspec writes it (NaN as ``null``), in one encoder call."""
-    return _encoder.encode(column.tolist())[1:-1].split(b",")
-
-
 def _columnar(
     asset_ids: Sequence[str],
     ts: np.ndarray,
@@ -354,20 +349,23 @@ def _columnar(
     tail: bytes,
 ) -> list[bytes]:
     """Messages ``{"v":..,"asset_id":..,"ts":..,"<field>":{name: value, ...}<tail>`` as msgspec writes
-    them: floats are formatted a column at a time and each message is joined from its parts in C."""
-    n = len(asset_ids)
+    them: floats are formatted a column at a time and each message is joined from its parts in
+    compiled code (:mod:`ingest.jsonrows`)."""
+    from ingest.jsonrows import join_rows  # numba: loaded on the first batch, not with the schemas
+
+    distinct = list(dict.fromkeys(asset_ids))
     head = b'{"v":%d,"asset_id":' % SCHEMA_VERSION
-    heads = {a: head + _encoder.encode(a) + b',"ts":' for a in set(asset_ids)}
+    heads = [head + _encoder.encode(a) + b',"ts":' for a in distinct]
+    index = {a: i for i, a in enumerate(distinct)}
+    head_of = np.fromiter(map(index.__getitem__, asset_ids), dtype=np.int64, count=len(asset_ids))
     opening = b',"' + field.encode() + b'":{'
-    parts: list[Iterable[bytes]] = [
-        map(heads.__getitem__, asset_ids),
-        _json_floats(np.asarray(ts, np.float64)),
+    separators = [b""]
+    separators += [
+        (opening if j == 0 else b",") + _encoder.encode(name) + b":" for j, name in enumerate(names)
     ]
-    for j, name in enumerate(names):
-        parts.append(repeat((opening if j == 0 else b",") + _encoder.encode(name) + b":", n))
-        parts.append(_json_floats(values[:, j]))
-    parts.append(repeat((b"}" if names else opening + b"}") + tail, n))
-    return list(map(b"".join, zip(*parts, strict=True)))
+    separators.append((b"}" if names else opening + b"}") + tail)
+    columns = [np.asarray(ts, np.float64), *(values[:, j] for j in range(len(names)))]
+    return join_rows(heads, head_of, columns, separators)
 
 
 def encode_readings_columnar(batch: ReadingBatch) -> list[tuple[bytes, bytes]]:
