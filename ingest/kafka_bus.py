@@ -101,6 +101,18 @@ class KafkaBus:
         except KafkaError as exc:
             raise BusError(f"cannot create topics {list(topics)} on {self.bootstrap}: {exc}") from exc
 
+    def delete_topics(self, topics: Sequence[str]) -> None:
+        """Delete the topics that exist (absent ones are skipped): a benchmark's or a test's own
+        topics, once it is done with them."""
+        try:
+            result = self._admin.delete_topics(list(topics), timeout_ms=self._timeout_ms, raise_errors=False)
+        except KafkaError as exc:
+            raise BusError(f"cannot delete topics {list(topics)} on {self.bootstrap}: {exc}") from exc
+        for topic in result["topics"]:  # kafka-python's DeleteTopics response: name and error code
+            code = topic["error_code"]
+            if code not in (0, UnknownTopicOrPartitionError.errno):
+                raise BusError(f"cannot delete topic {topic['name']}: error {code}")
+
     def _describe(self, topic: str) -> dict | None:
         """The broker's description of ``topic``; None if it does not exist."""
         try:

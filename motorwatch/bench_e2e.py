@@ -25,6 +25,7 @@ model (``$MOTORWATCH_REGISTRY``, trained with the motor profile).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import socket
@@ -34,6 +35,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -236,15 +238,21 @@ class _Scores:
         return cat(self.stamped), cat(self.ts)
 
 
-def _topics(bootstrap: str) -> str:
-    """A fresh topic prefix, with its topics created."""
+@contextlib.contextmanager
+def _topics(bootstrap: str) -> Iterator[str]:
+    """A fresh topic prefix, with its topics created, and deleted on exit: a run writes ~1 GB, and
+    a development broker kept them all."""
     prefix = f"bench-e2e-{uuid.uuid4().hex[:8]}."
+    names = [prefix + t for t in topics.ALL]
     bus = KafkaBus(bootstrap)
     try:
-        bus.create_topics([prefix + t for t in topics.ALL], PARTITIONS)
+        bus.create_topics(names, PARTITIONS)
+        yield prefix
     finally:
-        bus.close()
-    return prefix
+        try:
+            bus.delete_topics(names)
+        finally:
+            bus.close()
 
 
 def _publish(bootstrap: str, prefix: str, config: FleetConfig, pacing: Pacing, end_ts: float) -> int:
@@ -282,45 +290,45 @@ def _wait(pipeline: _Pipeline, done, timeout_s: float) -> None:
 
 
 def _throughput(bootstrap: str, registry: Path, ticks: int) -> _Throughput:
-    prefix = _topics(bootstrap)
-    config = FleetConfig(
-        motors=THROUGHPUT_MOTORS, interval_s=1.0, start_ts=time.time() - ticks, faults=FaultRates.none()
-    )
-    sent = _publish(bootstrap, prefix, config, Pacing(None), config.start_ts + ticks)
-    scores = _Scores(bootstrap, prefix + topics.SCORES)
-    with _Pipeline(bootstrap, registry, prefix) as pipeline:
+    with _topics(bootstrap) as prefix:
+        config = FleetConfig(
+            motors=THROUGHPUT_MOTORS, interval_s=1.0, start_ts=time.time() - ticks, faults=FaultRates.none()
+        )
+        sent = _publish(bootstrap, prefix, config, Pacing(None), config.start_ts + ticks)
+        scores = _Scores(bootstrap, prefix + topics.SCORES)
+        with _Pipeline(bootstrap, registry, prefix) as pipeline:
 
-        def drained() -> bool:
-            f, s = pipeline.metrics("features"), pipeline.metrics("score")
-            if f is None or s is None:
-                return False
-            vectors = f("motorwatch_features_emitted_total", kind="vector")
-            return (
-                f("motorwatch_features_readings_total") == sent
-                and s("motorwatch_scorer_messages_in_total", topic=topics.FEATURES)
-                == vectors + f("motorwatch_features_emitted_total", kind="stale")
-                and scores.count >= vectors
-            )
+            def drained() -> bool:
+                f, s = pipeline.metrics("features"), pipeline.metrics("score")
+                if f is None or s is None:
+                    return False
+                vectors = f("motorwatch_features_emitted_total", kind="vector")
+                return (
+                    f("motorwatch_features_readings_total") == sent
+                    and s("motorwatch_scorer_messages_in_total", topic=topics.FEATURES)
+                    == vectors + f("motorwatch_features_emitted_total", kind="stale")
+                    and scores.count >= vectors
+                )
 
-        _wait(pipeline, drained, timeout_s=1800)
-    stamped, _ = scores.close()
+            _wait(pipeline, drained, timeout_s=1800)
+        stamped, _ = scores.close()
     span = stamped.max() - stamped.min() if len(stamped) else 0.0
     return _Throughput(rate=len(stamped) / span if span > 0 else math.nan, scores=len(stamped))
 
 
 def _paced(bootstrap: str, registry: Path, stagger: bool) -> _Paced:
-    prefix = _topics(bootstrap)
-    scores = _Scores(bootstrap, prefix + topics.SCORES)
-    with _Pipeline(bootstrap, registry, prefix) as pipeline:
-        _wait(pipeline, lambda: pipeline.metrics("features") and pipeline.metrics("score"), 120)
-        start = time.time() + START_AFTER_S  # time to build the fleet and connect
-        config = FleetConfig(
-            motors=TARGET_RATE, interval_s=1.0, start_ts=start, faults=FaultRates.none(), stagger=stagger
-        )
-        sent = _publish(bootstrap, prefix, config, Pacing(1.0), start + PACED_SECONDS)
-        f = pipeline.metrics("features")
-        lag = sent - int(f("motorwatch_features_readings_total")) if f is not None else sent
-    stamped, ts = scores.close()
+    with _topics(bootstrap) as prefix:
+        scores = _Scores(bootstrap, prefix + topics.SCORES)
+        with _Pipeline(bootstrap, registry, prefix) as pipeline:
+            _wait(pipeline, lambda: pipeline.metrics("features") and pipeline.metrics("score"), 120)
+            start = time.time() + START_AFTER_S  # time to build the fleet and connect
+            config = FleetConfig(
+                motors=TARGET_RATE, interval_s=1.0, start_ts=start, faults=FaultRates.none(), stagger=stagger
+            )
+            sent = _publish(bootstrap, prefix, config, Pacing(1.0), start + PACED_SECONDS)
+            f = pipeline.metrics("features")
+            lag = sent - int(f("motorwatch_features_readings_total")) if f is not None else sent
+        stamped, ts = scores.close()
     window = (PACED_SECONDS - 60.0) / 2  # the second half of the scoring time
     recent = stamped >= stamped.max() - window if len(stamped) else stamped.astype(bool)
     return _Paced(rate=recent.sum() / window, window=window, lag=lag, latency=stamped - ts, event_ts=ts)

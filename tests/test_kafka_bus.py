@@ -65,6 +65,19 @@ def test_create_topics_gives_the_partition_count_and_leaves_existing_topics_alon
 
 
 @pytest.mark.kafka
+def test_delete_topics_removes_them_and_skips_absent_ones(bus: KafkaBus) -> None:
+    gone, kept, never = fresh("gone"), fresh("kept"), fresh("never")
+    bus.create_topics([gone, kept], 2)
+    bus.delete_topics([gone, never])
+    deadline = time.monotonic() + 10  # the broker's metadata follows its controller's decision
+    while bus.end_offsets(gone) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with pytest.raises(BusError, match="does not exist"):
+        bus.partitions(gone)
+    assert bus.partitions(kept) == 2
+
+
+@pytest.mark.kafka
 def test_round_trip_places_each_key_on_partition_for_and_keeps_its_order(bus: KafkaBus) -> None:
     topic, partitions = fresh("placement"), 5
     bus.create_topics([topic], partitions)
