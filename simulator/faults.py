@@ -61,7 +61,7 @@ class FaultInjector:
         self.cum = np.cumsum(self.rates.rates())
         self.names = signal_names
         self.upper = upper
-        self.sampling = config.sampling_offsets() if config.stagger else None
+        self.sampling = config.sampling_offsets()  # each motor's time in its interval (zeros: aligned)
         m, k = config.motors, len(signal_names)
         self.k = k
         self.stuck_from = np.zeros((m, MEASURED), np.int64)
@@ -101,7 +101,7 @@ class FaultInjector:
         keep = present.ravel().copy()
         keep[hit[kind == DROPOUT]] = False
         rows = np.flatnonzero(keep)
-        sampled = (ts[:, None] + self.sampling).ravel() if self.sampling is not None else ts.repeat(m)
+        sampled = (ts[:, None] + self.sampling).ravel()
         if offset is not None:
             sampled += offset.ravel()
         reported, hit_ts = sampled[rows], sampled[hit]

@@ -175,10 +175,11 @@ class Publisher:
         self._held += encode_batch(self.fleet.to_batch(delivered))
         if self._holds:
             wall0, tick0 = self._start
-            config = self.fleet.config
-            due = (tick - tick0) * config.interval_s + self._offsets[delivered.motor]
-            due = np.maximum.accumulate(np.r_[self._held_due[-1:], wall0 + due / self.pacing.speed])
-            self._held_due = np.r_[self._held_due, due[len(due) - len(delivered) :]]  # drained: not before
+            since = (tick - tick0) * self.fleet.config.interval_s + self._offsets[delivered.motor]
+            due = wall0 + since / self.pacing.speed  # sampling times, in wall time
+            last = self._held_due[-1] if len(self._held_due) else -math.inf
+            # In sending order: readings drained from transit at the end go out no sooner than those before.
+            self._held_due = np.r_[self._held_due, np.maximum.accumulate(np.r_[last, due])[1:]]
         events = self.fleet.events()
         if self.log is not None:
             self.log.write_readings(delivered)
