@@ -91,7 +91,7 @@ def run(count: int, bus: BusConfig, console) -> list[dict]:
 def _paced_rows(paced: _Paced, stagger: bool, grace: float) -> list[dict]:
     at = f"at {TARGET_RATE:,} motors x 1 Hz, " + ("staggered" if stagger else "aligned (one burst a second)")
     target = {"target": "<= 0.5"} if stagger else {}
-    steady = paced.event_ts >= paced.event_ts.min() + WARMUP_S if len(paced.event_ts) else []
+    steady = paced.event_ts >= paced.event_ts.min(initial=np.inf) + WARMUP_S
     raw, beyond = paced.latency[steady], paced.latency[steady] - grace
     whole = paced.latency - grace
     return [
