@@ -24,13 +24,13 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from prometheus_client import REGISTRY
 
 from ingest import topics
 from ingest.benchtools import Span, load_note
 from ingest.inproc import InProcessBus
 from ingest.profiles import load_profile
 from ingest.schemas import Features, Score, decode_many, encode
+from scoring import metrics
 from scoring.worker import Scorer, ScorerConfig
 
 N_ASSETS = 5_000
@@ -117,17 +117,13 @@ def _throughput(registry, profile, load: _Workload, n: int) -> tuple[float, floa
     for i in range(0, n, 50_000):
         producer.send_batch(topics.FEATURES, msgs[i : i + 50_000])
     scorer = _scorer(bus, registry, profile)
-    steps = _lstm_steps()
+    steps = metrics.lstm_rows("step")
     done = 0
     with Span() as clock:
         while scored := scorer.run_once(timeout_s=0.0):
             done += scored
     bus.close()
-    return *clock.rates(done), (_lstm_steps() - steps) / max(done, 1)
-
-
-def _lstm_steps() -> float:
-    return REGISTRY.get_sample_value("motorwatch_scorer_lstm_rows_total", {"path": "step"}) or 0.0
+    return *clock.rates(done), (metrics.lstm_rows("step") - steps) / max(done, 1)
 
 
 class _Stamp:

@@ -13,7 +13,7 @@ C-MAPSS profile counts cycles, not seconds), so it is observed only for profiles
 from __future__ import annotations
 
 import numpy as np
-from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info, start_http_server
 
 from scoring.config import PRIORITIES
 
@@ -74,6 +74,11 @@ for _p in PRIORITIES:
     ACTIVE_ALERTS.labels(priority=_p)
     for _k in ("risk", "no_data", "flood"):
         ALERTS_RAISED.labels(priority=_p, kind=_k)
+
+
+def lstm_rows(path: str) -> float:
+    """The rows :data:`LSTM_ROWS` has counted on ``path`` (``sequence`` or ``step``) so far."""
+    return REGISTRY.get_sample_value("motorwatch_scorer_lstm_rows_total", {"path": path}) or 0.0
 
 
 def observe_many(histogram: Histogram, values: np.ndarray) -> None:

@@ -10,12 +10,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from prometheus_client import REGISTRY
 from scoring_doubles import NAMES, DoubleRegistry, drain, features, make_scorer, read
 
 from ingest import topics
 from ingest.inproc import InProcessBus
 from ingest.schemas import Alert, DeadLetter, FeatureBlock, Features, MaintenanceJob, Score, encode
+from scoring import metrics
 
 
 def stream(n_assets: int = 5, steps: int = 12) -> list[tuple[bytes, bytes]]:
@@ -188,7 +188,7 @@ def test_rows_on_a_remembered_history_take_one_lstm_step_and_score_as_their_whol
             if ts - kept_at.get(aid, -np.inf) >= step * 0.9:
                 kept[aid].append(b)
                 kept_at[aid] = ts
-    counted = {path: _lstm_rows(path) for path in ("sequence", "step")}
+    counted = {path: metrics.lstm_rows(path) for path in ("sequence", "step")}
     bus = InProcessBus(partitions=2)
     bus.producer().send_batch(topics.FEATURES, msgs[: len(msgs) // 2])
     registry = DoubleRegistry(seq_step=step)
@@ -208,14 +208,13 @@ def test_rows_on_a_remembered_history_take_one_lstm_step_and_score_as_their_whol
     # first row after the reload (the old model's states are not used). Every other row steps.
     full, stepped = sum(first.calls) + sum(second.calls), sum(first.steps) + sum(second.steps)
     assert (full, stepped) == (n_assets * (1 + (steps // 5 - 1) + 1), len(msgs) - full)
-    assert (_lstm_rows("sequence") - counted["sequence"], _lstm_rows("step") - counted["step"]) == (
+    assert (
+        metrics.lstm_rows("sequence") - counted["sequence"],
+        metrics.lstm_rows("step") - counted["step"],
+    ) == (
         full,
         stepped,
     )
-
-
-def _lstm_rows(path: str) -> float:
-    return REGISTRY.get_sample_value("motorwatch_scorer_lstm_rows_total", {"path": path})
 
 
 def test_feature_blocks_handed_over_in_one_process_score_as_their_json_would():
