@@ -93,8 +93,15 @@ class _Outputs:
             }
         )
         frame = frame.sort_values(["ts", "asset_id"], kind="stable", ignore_index=True)
-        alerts = pd.DataFrame(self.alerts, columns=["asset_id", "ts", "state", "priority"])
-        alerts = alerts.sort_values("ts", kind="stable")
+        asset_id, ts, state, priority = zip(*self.alerts, strict=True) if self.alerts else ([], [], [], [])
+        alerts = pd.DataFrame(
+            {
+                "asset_id": pd.Series(asset_id, dtype=frame["asset_id"].dtype),
+                "ts": np.asarray(ts, dtype=np.float64),  # typed: a log without alerts has none
+                "state": pd.Series(state, dtype=object),
+                "priority": pd.Series(priority, dtype=object),
+            }
+        ).sort_values("ts", kind="stable")
         # An alert raised by a score carries that score's ts: the score shows it (backward, inclusive).
         frame = pd.merge_asof(frame, alerts, on="ts", by="asset_id", direction="backward")
         active = frame["state"].isin(["raised", "updated"]).to_numpy()

@@ -90,6 +90,18 @@ def test_output_is_byte_identical_whatever_the_batch_size_and_format(registry, u
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "c.parquet"), from_csv)
 
 
+def test_a_log_that_raises_no_alert_is_scored(registry, tmp_path) -> None:
+    """A back-test of a quiet day: no alert to join the scores with, every row ``none``."""
+    frame = pd.concat(engine.head(2) for _, engine in _engines(range(81, 84)).groupby(0))
+    out = tmp_path / "quiet.csv"
+    result = score_logs(
+        [_write(frame, tmp_path / "quiet.txt")], CMAPSS, registry, out, fmt="cmapss", progress=False
+    )
+    scores = pd.read_csv(out, keep_default_na=False)
+    assert result.alerts == 0 and len(scores) == len(frame) == 6
+    assert set(scores["alert_state"]) == {"none"} and set(scores["priority"]) == {""}
+
+
 def test_cli_reports_bad_rows_by_line_and_scores_the_rest(registry, unseen, tmp_path) -> None:
     log, frame = unseen
     lines = log.read_text().splitlines()
