@@ -172,9 +172,11 @@ def fit(
     base_rows = healthy if len(healthy) else train_rows
     baseline = np.median(values[base_rows], axis=0)
     scale = values[base_rows].std(axis=0)
+    lstm_onnx = lstm.to_onnx(weights, seq_len)
     bundle = ModelBundle(
         forest_onnx=forest.to_onnx(clf, reg, len(spec.names)),
-        lstm_onnx=lstm.to_onnx(weights, seq_len),
+        lstm_onnx=lstm_onnx,
+        lstm_stateful=lstm.stateful_graphs(lstm_onnx),
         feature_names=spec.names,
         fingerprint=spec.fingerprint(),
         feature_spec={

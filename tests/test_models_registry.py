@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ from ingest.schemas import Driver
 from models import forest, lstm, synthetic
 from models.card import CARD_FILE
 from models.dataset import LabelledLog
-from models.inference import LSTMState, Predictor
+from models.inference import LSTM_STATE_FILE, LSTM_STEP_FILE, LSTMState, Predictor
 from models.registry import LATEST, Registry, SpecMismatchError
 from models.sequences import sequence_step, windows
 from models.training import TrainConfig, fit
@@ -176,6 +178,34 @@ def test_registry_versions_latest_and_reload(tmp_path: Path, trained) -> None:
     assert reg.load("v0001").version == "v0001"
     with pytest.raises(FileNotFoundError):
         reg.load("v0099")
+
+
+def test_serving_a_version_imports_neither_onnx_nor_the_training_libraries(tmp_path: Path, trained) -> None:
+    """A scorer starts on onnxruntime and numpy: importing onnx alone costs 0.7 s on every start."""
+    _, result = trained
+    Registry(tmp_path).save(result.bundle, result.card)
+    code = (
+        "import sys, numpy as np; from models.registry import Registry\n"
+        f"p = Registry({str(tmp_path)!r}).load()\n"
+        "x = np.zeros((2, len(p.feature_names)), np.float32)\n"
+        "p.predict(x, np.repeat(x[:, None], p.seq_len, axis=1))\n"
+        "print(sorted(m for m in ('onnx', 'tensorflow', 'sklearn', 'keras') if m in sys.modules))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (run.returncode, run.stdout) == (0, "[]\n"), run.stderr
+
+
+def test_a_version_saved_without_the_split_lstm_graphs_derives_them_on_load(tmp_path: Path, trained) -> None:
+    ds, result = trained
+    reg = Registry(tmp_path)
+    reg.save(result.bundle, result.card)
+    for name in (LSTM_STATE_FILE, LSTM_STEP_FILE):  # as versions saved before they were
+        (reg.path("v0001") / name).unlink()
+    loaded = reg.load()
+    last, seq = _inputs(ds, 64, loaded.seq_len)
+    np.testing.assert_array_equal(
+        loaded.predict(last, seq).risk, Predictor(result.bundle).predict(last, seq).risk
+    )
 
 
 def test_registry_refuses_a_different_feature_spec(tmp_path: Path, trained) -> None:
