@@ -48,13 +48,28 @@ _SLOT_START = {
 
 
 class Sequences(NamedTuple):
-    """What :meth:`SequenceStore.append` returns for ``n`` rows."""
+    """What :meth:`SequenceStore.append` returns for ``n`` rows. Each row's sequence is gathered only
+    when asked (:meth:`take`): a scorer stepping from remembered states needs few of them."""
 
-    seq: np.ndarray  # (n, T, f): each row's last T - 1 kept vectors of its asset, then the row
-    # (n,) int64: the history key of seq[:, :-1]. A row with no kept vector before it pads itself:
-    # T - 1 copies of itself, which are exactly the prefix of the history its own vector opens (a
-    # short history is left-padded with its first vector), so that history's key; -1 if not kept.
+    vectors: np.ndarray  # (m, f) float32
+    # (n, T) int64: row i's sequence is vectors[window[i]], its asset's last T - 1 kept vectors, then
+    # the row itself.
+    window: np.ndarray
+    # (n,) int64: the history key of each sequence's first T - 1 vectors. A row with no kept vector
+    # before it pads itself: T - 1 copies of itself, which are exactly the prefix of the history its
+    # own vector opens (a short history is left-padded with its first vector), so that history's
+    # key; -1 if not kept.
     prefix: np.ndarray
+
+    @classmethod
+    def of(cls, seq: np.ndarray, prefix: np.ndarray) -> Sequences:
+        """Sequences already gathered, ``seq`` (n, T, f)."""
+        n, t_len, f = seq.shape
+        return cls(seq.reshape(n * t_len, f), np.arange(n * t_len).reshape(n, t_len), prefix)
+
+    def take(self, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """The sequences of ``rows`` (all by default), (len(rows), T, f)."""
+        return self.vectors[self.window[rows]]
 
 
 class SequenceStore:
@@ -100,7 +115,7 @@ class SequenceStore:
     def push(self, asset_ids: Sequence[str], ts: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`admit` then :meth:`append` the admitted rows: ``(seq (m, T, f), keep (n,) bool)``."""
         slots, keep = self.admit(asset_ids, ts)
-        return self.append(slots[keep], x[keep], np.asarray(ts, dtype=np.float64)[keep]).seq, keep
+        return self.append(slots[keep], x[keep], np.asarray(ts, dtype=np.float64)[keep]).take(), keep
 
     def admit(
         self, asset_ids: Sequence[str], ts: np.ndarray, stale: np.ndarray | None = None
@@ -144,7 +159,7 @@ class SequenceStore:
         key of that history."""
         n, t_len = len(slots), self.seq_len
         if n == 0:
-            return Sequences(np.empty((0, t_len, self.n_features), dtype=np.float32), np.empty(0, np.int64))
+            return Sequences.of(np.empty((0, t_len, self.n_features), dtype=np.float32), np.empty(0, np.int64))
         self.newest[slots] = x  # the last row of each slot wins (fancy assignment goes in order)
         # Group rows by asset (stable: stream order within an asset).
         order = np.argsort(slots, kind="stable")
@@ -155,7 +170,7 @@ class SequenceStore:
             version = self.version[slots]
             prefix = np.where(self.count[slots] > 0, version, np.where(kept, version + 1, -1))
             self.version[slots] += kept
-            return Sequences(self._append_unique(slots, x, kept), prefix)
+            return Sequences.of(self._append_unique(slots, x, kept), prefix)
         first = np.flatnonzero(np.r_[True, sorted_slots[1:] != sorted_slots[:-1]])
         uniq = sorted_slots[first]
         sizes = np.diff(np.r_[first, n])
@@ -166,7 +181,7 @@ class SequenceStore:
             for r in range(int(sizes.max())):
                 rows = order[rank == r]  # each asset's r-th row (stream order within an asset)
                 seq[rows] = self._append_unique(slots[rows], x[rows], kept[rows])
-            return Sequences(seq, prefix)
+            return Sequences.of(seq, prefix)
         # One segment per asset: its stored history (T rows) followed by its new rows.
         seg_start = np.r_[0, np.cumsum(t_len + sizes)[:-1]]
         combined = np.empty((len(uniq) * t_len + n, self.n_features), dtype=np.float32)
@@ -190,14 +205,14 @@ class SequenceStore:
         window[:, -1] = new_pos
         none_before = before == first_kept  # no kept entry of its asset yet: the row pads itself
         window[none_before, :-1] = new_pos[none_before, None]
-        seq = np.empty((n, t_len, self.n_features), dtype=np.float32)
-        seq[order] = combined[window]
+        rows_window = np.empty_like(window)
+        rows_window[order] = window
         # New state: each segment's last T kept entries.
         seg_end = np.searchsorted(kept_pos, seg_start + t_len + sizes)
         tail = np.maximum(seg_end[:, None] - t_len + np.arange(t_len), seg_first[:, None])
         self.buf[uniq] = combined[kept_pos[tail]]
         self.count[uniq] = np.minimum(seg_end - seg_first, t_len)
-        return Sequences(seq, prefix)
+        return Sequences(combined, rows_window, prefix)
 
     def _prefix(
         self, slots: np.ndarray, kept: np.ndarray, order: np.ndarray, first: np.ndarray, sizes: np.ndarray

@@ -403,7 +403,7 @@ class Scorer:
         metrics.LSTM_ROWS.labels("sequence").inc(len(lead))
         metrics.LSTM_ROWS.labels("step").inc(n - len(lead))
         if len(lead):
-            full = predictor.predict(x[lead], seqs.seq[lead])
+            full = predictor.predict(x[lead], seqs.take(lead))
             risk[lead], rul[lead] = full.risk, full.rul
             h[lead], c[lead] = full.state.h, full.state.c
             store.remember(slots[lead], prefix[lead], full.state.h, full.state.c)

@@ -45,8 +45,11 @@ def test_sequences_match_brute_force_with_repeats_growth_and_redelivery(monkeypa
             ts.append(clock[a])
         x = rng.normal(size=(n, n_features)).astype(np.float32)
         slots, keep = store.admit(ids, np.array(ts, dtype=float))
-        seq, prefix = store.append(slots, x, np.array(ts, dtype=float))
+        seqs = store.append(slots, x, np.array(ts, dtype=float))
+        seq, prefix = seqs.take(), seqs.prefix
         assert keep.all() and seq.shape == (n, seq_len, n_features)
+        some = rng.permutation(n)[: n // 2]  # a scorer gathers only the rows it runs whole
+        np.testing.assert_array_equal(seqs.take(some), seq[some])
         for i, a in enumerate(ids):
             kept = history.setdefault(a, [])
             np.testing.assert_array_equal(seq[i], reference_window([*kept[-(seq_len - 1) :], x[i]], seq_len))
