@@ -25,7 +25,7 @@ from features.spec import FeatureSpec
 from ingest import topics
 from ingest.bus import Bus
 from ingest.profiles import Profile
-from ingest.schemas import Alert, Score, decode_many
+from ingest.schemas import Alert, decode_many, score_columns
 from models.registry import Registry
 from models.training import TrainConfig, train
 from motorwatch.pipeline import DEAD_LETTER_TOPICS, OUTPUT_TOPICS, Pipeline, values_by_topic
@@ -117,12 +117,12 @@ class FleetView:
         if not records:
             return 0
         by_topic = {t.removeprefix(self.topic_prefix): v for t, v in values_by_topic(records).items()}
-        scores, _ = decode_many(by_topic.get(topics.SCORES, []), Score)
-        for _, s in scores:
-            self.risk[s.asset_id] = (s.risk, s.rul)
-        if scores:
-            self.version = scores[-1][1].model_version
-        self.scores += len(scores)
+        scores = score_columns(by_topic.get(topics.SCORES, []))
+        pairs = zip(scores.risk.tolist(), scores.rul.tolist(), strict=True)
+        self.risk.update(zip(scores.asset_id, pairs, strict=True))
+        if scores.model_version:
+            self.version = scores.model_version[-1]
+        self.scores += len(scores.asset_id)
         alerts, _ = decode_many(by_topic.get(topics.ALERTS, []), Alert)
         for _before, a in self.board.apply(a for _, a in alerts):
             self.raised += a.state == "raised"

@@ -27,7 +27,7 @@ from ingest.inproc import InProcessBus
 from ingest.profiles import Profile
 from ingest.readers import BadRow
 from ingest.replay import ReplayResult, replay
-from ingest.schemas import Alert, DeadLetter, Score, decode_many
+from ingest.schemas import Alert, DeadLetter, decode_many, score_columns
 from motorwatch.pipeline import DEAD_LETTER_TOPICS, OUTPUT_TOPICS, Pipeline, values_by_topic
 from scoring.worker import ScorerConfig
 
@@ -69,13 +69,13 @@ class _Outputs:
         if not records:
             return 0
         by_topic = values_by_topic(records)
-        scores, _ = decode_many(by_topic.get(topics.SCORES, []), Score)
+        scores = score_columns(by_topic.get(topics.SCORES, []))
         cols = self.scores
-        cols["asset_id"] += [s.asset_id for _, s in scores]
-        cols["ts"] += [s.ts for _, s in scores]
-        cols["risk"] += [s.risk for _, s in scores]
-        cols["rul"] += [s.rul for _, s in scores]
-        cols["v"] += [s.model_version for _, s in scores]
+        cols["asset_id"] += scores.asset_id
+        cols["ts"].append(scores.ts)
+        cols["risk"].append(scores.risk)
+        cols["rul"].append(scores.rul)
+        cols["v"] += scores.model_version
         alerts, _ = decode_many(by_topic.get(topics.ALERTS, []), Alert)
         self.alerts += [(a.asset_id, a.ts, a.state, a.priority) for _, a in alerts if a.kind != "flood"]
         for topic in DEAD_LETTER_TOPICS:
@@ -90,9 +90,9 @@ class _Outputs:
         frame = pd.DataFrame(
             {
                 "asset_id": s["asset_id"],
-                "ts": np.asarray(s["ts"], dtype=np.float64),
-                "risk": np.asarray(s["risk"], dtype=np.float64),
-                "rul": np.asarray(s["rul"], dtype=np.float64),
+                "ts": np.concatenate([np.empty(0), *s["ts"]]),
+                "risk": np.concatenate([np.empty(0), *s["risk"]]),
+                "rul": np.concatenate([np.empty(0), *s["rul"]]),
                 "model_version": s["v"],
             }
         )

@@ -64,8 +64,9 @@ class Pipeline:
         """Create the topics and both stages; refuses (:class:`NoModelError`) an empty registry.
 
         ``topic_prefix`` isolates a run on a shared cluster: it names its topics and consumer groups.
-        On the in-process bus the feature vectors go to the scorer as columns (``FeatureBlock``
-        rows), not JSON, unless ``json_features`` (as on Kafka: the same scores, slower). ``batch``:
+        On the in-process bus the feature vectors go to the scorer, and the scores to their readers,
+        as columns (``FeatureBlock`` and ``ScoreBlock`` rows), not JSON, unless ``json_features`` (as
+        on Kafka: the same scores, slower). ``batch``:
         the records each stage takes per round (default: each stage's own)."""
         reg = Registry(registry)
         if reg.latest_version() is None:
@@ -75,7 +76,7 @@ class Pipeline:
         columns = isinstance(bus, InProcessBus) and not json_features
         worker = WorkerConfig.prefixed(p, group_id=p + WorkerConfig().group_id, columns_in_process=columns)
         scoring = scorer_config or ScorerConfig()
-        scoring = replace(scoring, group_id=p + scoring.group_id, topic_prefix=p)
+        scoring = replace(scoring, group_id=p + scoring.group_id, topic_prefix=p, columns_in_process=columns)
         if batch is not None:
             worker, scoring = replace(worker, max_records=batch), replace(scoring, batch_size=batch)
         return cls(bus, FeatureWorker(bus, profile, worker), Scorer(bus, profile, reg, scoring))

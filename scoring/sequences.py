@@ -159,7 +159,9 @@ class SequenceStore:
         key of that history."""
         n, t_len = len(slots), self.seq_len
         if n == 0:
-            return Sequences.of(np.empty((0, t_len, self.n_features), dtype=np.float32), np.empty(0, np.int64))
+            return Sequences.of(
+                np.empty((0, t_len, self.n_features), dtype=np.float32), np.empty(0, np.int64)
+            )
         self.newest[slots] = x  # the last row of each slot wins (fancy assignment goes in order)
         # Group rows by asset (stable: stream order within an asset).
         order = np.argsort(slots, kind="stable")

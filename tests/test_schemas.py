@@ -20,10 +20,14 @@ from ingest.schemas import (
     ReadingBatch,
     Reason,
     Rejection,
+    Score,
+    ScoreBlock,
     decode_many,
     decode_readings,
     encode,
     encode_readings,
+    raw,
+    score_columns,
 )
 
 MOTOR = load_profile("motor")
@@ -228,3 +232,41 @@ def test_cmapss_profile_accepts_every_operating_regime() -> None:
         raws.append(encode(Reading(asset_id=unit, ts=float(cycle), values=signals)))
     batch, rejections = decode_readings(raws, CMAPSS)
     assert rejections == [] and len(batch) == 6
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    scores=st.lists(st.tuples(st.text(min_size=1, max_size=6), finite, finite, finite), max_size=20),
+    cut=st.integers(0, 20),
+    order=st.randoms(use_true_random=False),
+)
+def test_score_rows_read_as_their_json_would(scores, cut, order) -> None:
+    """Scores handed to a reader in this process as rows: same JSON, same columns, in bus order."""
+    blocks = [
+        ScoreBlock(
+            [a for a, *_ in part],
+            np.array([t for _, t, _, _ in part]),
+            np.array([r for *_, r, _ in part]),
+            np.array([u for *_, u in part]),
+            "h",
+            version,
+        )
+        for part, version in ((scores[:cut], "v0001"), (scores[cut:], "v0002"))
+    ]
+    json = [m for b in blocks for m in b.messages()]
+    expected = [
+        encode(Score(asset_id=a, ts=t, risk=r, rul=u, rul_unit="h", model_version=v))
+        for (a, t, r, u), v in zip(scores, ["v0001"] * cut + ["v0002"] * len(scores), strict=False)
+    ]
+    assert [v for _, v in json] == expected and [k for k, _ in json] == [a.encode() for a, *_ in scores]
+    for b in blocks:
+        assert [r.message() for _, r in b.rows()] == [m for _, m in b.messages()]
+    rows = [v for b in blocks for _, v in b.rows()]
+    order.shuffle(rows)  # rows of both blocks interleaved, as a poll across partitions returns them
+    from_rows, from_json = score_columns(rows), score_columns([raw(v) for v in rows])
+    assert from_rows.asset_id == from_json.asset_id and from_rows.model_version == from_json.model_version
+    for column in ("ts", "risk", "rul"):
+        np.testing.assert_array_equal(getattr(from_rows, column), getattr(from_json, column))
