@@ -2,8 +2,10 @@
 
 The feature worker and the scorer run as their own OS processes (``motorwatch features`` and
 ``motorwatch score``, as deployed), so the two stages use both cores; the simulator publishes from
-this process. Each measurement has topics of its own (``--topic-prefix``) and the registry's latest
-model (``$MOTORWATCH_REGISTRY``, trained with the motor profile).
+this process. The scorer splits a large batch's inference across the cores (``--threads``): a
+steady fleet's batches are too small to split, but a burst of new motors, each running its whole
+LSTM sequence, takes both. Each measurement has topics of its own (``--topic-prefix``) and the
+registry's latest model (``$MOTORWATCH_REGISTRY``, trained with the motor profile).
 
 - ``throughput``: a backlog of simulated readings (``count``, 2,000 motors at 1 Hz, no sensor
   faults) published as fast as the broker takes them, then both workers started: readings through
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import socket
 import subprocess
@@ -178,6 +181,7 @@ class _Pipeline:
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
         features = ["--group", f"{prefix}features", "--metrics-port", str(self.ports["features"])]
         score = ["--registry", str(registry), "--group", f"{prefix}scorer", "--batch-size", "4096"]
+        score += ["--threads", str(os.cpu_count() or 1)]
         self.procs = [
             subprocess.Popen([MOTORWATCH, "features", *bus, *features], **quiet),
             subprocess.Popen(
