@@ -447,7 +447,6 @@ class FeatureRow(msgspec.Struct, frozen=True, gc=False):
 _ScorePositional = msgspec.defstruct(
     "ScorePositional", [(f.name, f.type) for f in msgspec.structs.fields(Score)]
 )
-_encode_json = msgspec.json.Encoder().encode
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -480,7 +479,7 @@ class ScoreBlock:
             repeat(self.rul_unit, n),
             repeat(self.model_version, n),
         )
-        return _keyed(self.asset_id, list(map(_encode_json, scores)))
+        return _keyed(self.asset_id, list(map(_encoder.encode, scores)))
 
 
 class ScoreRow(msgspec.Struct, frozen=True, gc=False):
