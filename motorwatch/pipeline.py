@@ -66,8 +66,8 @@ class Pipeline:
         ``topic_prefix`` isolates a run on a shared cluster: it names its topics and consumer groups.
         On the in-process bus the feature vectors go to the scorer, and the scores to their readers,
         as columns (``FeatureBlock`` and ``ScoreBlock`` rows), not JSON, unless ``json_features`` (as
-        on Kafka: the same scores, slower). ``batch``:
-        the records each stage takes per round (default: each stage's own)."""
+        on Kafka: the same scores, slower). ``batch``: the records each stage takes per round
+        (default: each stage's own)."""
         reg = Registry(registry)
         if reg.latest_version() is None:
             raise NoModelError(f"no model in the registry {registry}: run `motorwatch train` first")
