@@ -347,10 +347,10 @@ def _columnar(
     values: np.ndarray,
     field: str,
     tail: bytes,
-) -> list[bytes]:
+) -> list[tuple[bytes, bytes]]:
     """Messages ``{"v":..,"asset_id":..,"ts":..,"<field>":{name: value, ...}<tail>`` as msgspec writes
-    them: floats are formatted a column at a time and each message is joined from its parts in
-    compiled code (:mod:`ingest.jsonrows`)."""
+    them, keyed by asset id: floats are formatted a column at a time and each message is joined from
+    its parts in compiled code (:mod:`ingest.jsonrows`); each distinct asset id is encoded once."""
     from ingest.jsonrows import join_rows  # numba: loaded on the first batch, not with the schemas
 
     distinct = list(dict.fromkeys(asset_ids))
@@ -365,7 +365,9 @@ def _columnar(
     ]
     separators.append((b"}" if names else opening + b"}") + tail)
     columns = [np.asarray(ts, np.float64), *(values[:, j] for j in range(len(names)))]
-    return join_rows(heads, head_of, columns, separators)
+    messages = join_rows(heads, head_of, columns, separators)
+    keys = [a.encode() for a in distinct]
+    return list(zip(map(keys.__getitem__, head_of.tolist()), messages, strict=True))
 
 
 def encode_readings_columnar(batch: ReadingBatch) -> list[tuple[bytes, bytes]]:
@@ -378,8 +380,8 @@ def encode_readings_columnar(batch: ReadingBatch) -> list[tuple[bytes, bytes]]:
     gaps = np.flatnonzero(np.isnan(values).any(axis=1))
     if len(gaps):
         for row, pair in zip(gaps.tolist(), encode_readings(batch.take(gaps)), strict=True):
-            out[row] = pair[1]
-    return _keyed(batch.asset_id, out)
+            out[row] = pair
+    return out
 
 
 def encode_features(
@@ -395,8 +397,8 @@ def encode_features(
     out = _columnar(asset_ids, ts, names, values, "features", b',"stale":false}')
     for row in np.flatnonzero(~np.isfinite(values).all(axis=1)).tolist():
         feats = {k: v for k, v in zip(names, values[row].tolist(), strict=True) if math.isfinite(v)}
-        out[row] = encode(Features(asset_id=asset_ids[row], ts=float(ts[row]), features=feats))
-    return _keyed(asset_ids, out)
+        out[row] = (out[row][0], encode(Features(asset_id=asset_ids[row], ts=float(ts[row]), features=feats)))
+    return out
 
 
 @dataclass(frozen=True, slots=True, eq=False)
