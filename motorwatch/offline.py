@@ -27,7 +27,7 @@ from ingest.inproc import InProcessBus
 from ingest.profiles import Profile
 from ingest.readers import BadRow
 from ingest.replay import ReplayResult, replay
-from ingest.schemas import Alert, DeadLetter, decode_many, score_columns
+from ingest.schemas import Alert, DeadLetter, ScoreColumns, decode_many, score_columns
 from motorwatch.pipeline import DEAD_LETTER_TOPICS, OUTPUT_TOPICS, Pipeline, values_by_topic
 from scoring.worker import ScorerConfig
 
@@ -55,9 +55,7 @@ class _Outputs:
     """Reads the pipeline's outputs off the bus into columns (one batch decode per poll)."""
 
     bus: Bus
-    scores: dict[str, list] = field(
-        default_factory=lambda: {c: [] for c in ("asset_id", "ts", "risk", "rul", "v")}
-    )
+    scores: list[ScoreColumns] = field(default_factory=list)  # one per poll
     alerts: list[tuple[str, float, str, str]] = field(default_factory=list)
     dead_letters: Counter[str] = field(default_factory=Counter)
 
@@ -69,13 +67,7 @@ class _Outputs:
         if not records:
             return 0
         by_topic = values_by_topic(records)
-        scores = score_columns(by_topic.get(topics.SCORES, []))
-        cols = self.scores
-        cols["asset_id"] += scores.asset_id
-        cols["ts"].append(scores.ts)
-        cols["risk"].append(scores.risk)
-        cols["rul"].append(scores.rul)
-        cols["v"] += scores.model_version
+        self.scores.append(score_columns(by_topic.get(topics.SCORES, [])))
         alerts, _ = decode_many(by_topic.get(topics.ALERTS, []), Alert)
         self.alerts += [(a.asset_id, a.ts, a.state, a.priority) for _, a in alerts if a.kind != "flood"]
         for topic in DEAD_LETTER_TOPICS:
@@ -89,11 +81,11 @@ class _Outputs:
         s = self.scores
         frame = pd.DataFrame(
             {
-                "asset_id": s["asset_id"],
-                "ts": np.concatenate([np.empty(0), *s["ts"]]),
-                "risk": np.concatenate([np.empty(0), *s["risk"]]),
-                "rul": np.concatenate([np.empty(0), *s["rul"]]),
-                "model_version": s["v"],
+                "asset_id": [a for c in s for a in c.asset_id],
+                "ts": np.concatenate([np.empty(0), *(c.ts for c in s)]),  # typed when there are none
+                "risk": np.concatenate([np.empty(0), *(c.risk for c in s)]),
+                "rul": np.concatenate([np.empty(0), *(c.rul for c in s)]),
+                "model_version": [v for c in s for v in c.model_version],
             }
         )
         frame = frame.sort_values(["ts", "asset_id"], kind="stable", ignore_index=True)
