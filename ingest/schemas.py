@@ -566,11 +566,14 @@ def by_source(refs: Sequence[R], source: Callable[[R], S]) -> list[tuple[S, list
     """Handed-over rows (``FeatureRow``, ``ReadingRow``) by the batch they come from: each batch,
     the positions of its rows among ``refs``, and their row numbers in it."""
     groups: dict[int, tuple[S, list[int], list[int]]] = {}
+    last = group = None
     for i, ref in enumerate(refs):
         src = source(ref)
-        group = groups.get(id(src))
-        if group is None:
-            group = groups[id(src)] = (src, [], [])
+        if src is not last:  # rows come in runs from one batch: look the batch up once a run
+            group = groups.get(id(src))
+            if group is None:
+                group = groups[id(src)] = (src, [], [])
+            last = src
         group[1].append(i)
         group[2].append(ref.row)
     return list(groups.values())
