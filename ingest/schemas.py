@@ -513,17 +513,12 @@ def score_columns(values: Sequence[bytes | ScoreRow]) -> ScoreColumns:
     """The scores among bus ``values`` (JSON or :class:`ScoreRow`) as columns, in order; JSON that
     is not a valid Score is left out."""
     if values and all(type(v) is ScoreRow for v in values):
-        rows = np.fromiter((v.row for v in values), dtype=np.int64, count=len(values))
-        blocks = [v.block for v in values]
-        starts = [0, *(i for i in range(1, len(blocks)) if blocks[i] is not blocks[i - 1])]
-        parts = [(blocks[a], rows[a:b]) for a, b in zip(starts, [*starts[1:], len(values)], strict=True)]
-        return ScoreColumns(
-            [b.asset_id[i] for b, r in parts for i in r.tolist()],
-            np.concatenate([b.ts[r] for b, r in parts]),
-            np.concatenate([b.risk[r] for b, r in parts]),
-            np.concatenate([b.rul[r] for b, r in parts]),
-            [b.model_version for b, r in parts for _ in range(len(r))],
-        )
+        n = len(values)
+        ts, risk, rul = np.empty(n), np.empty(n), np.empty(n)
+        for block, at, rows in by_source(values, lambda v: v.block):
+            ts[at], risk[at], rul[at] = block.ts[rows], block.risk[rows], block.rul[rows]
+        asset_id = [v.block.asset_id[v.row] for v in values]
+        return ScoreColumns(asset_id, ts, risk, rul, [v.block.model_version for v in values])
     scores = [s for _, s in decode_many(list(map(raw, values)), Score)[0]]
     return ScoreColumns(
         [s.asset_id for s in scores],
@@ -563,8 +558,8 @@ def reading_rows(batch: ReadingBatch) -> list[tuple[bytes, ReadingRow]]:
 
 
 def by_source(refs: Sequence[R], source: Callable[[R], S]) -> list[tuple[S, list[int], list[int]]]:
-    """Handed-over rows (``FeatureRow``, ``ReadingRow``) by the batch they come from: each batch,
-    the positions of its rows among ``refs``, and their row numbers in it."""
+    """Handed-over rows (``FeatureRow``, ``ReadingRow``, ``ScoreRow``) by the batch they come from:
+    each batch, the positions of its rows among ``refs``, and their row numbers in it."""
     groups: dict[int, tuple[S, list[int], list[int]]] = {}
     last = group = None
     for i, ref in enumerate(refs):
