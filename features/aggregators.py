@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from features.spec import FeatureSpec
+from features.spec import FeatureSpec, Window
 
 # Bucket fields.
 N, S, Q, MN, MX = range(5)
@@ -49,6 +49,13 @@ def empty_window(shape: tuple[int, ...]) -> np.ndarray:
     out[..., W_MN] = np.inf
     out[..., W_MX] = -np.inf
     return out
+
+
+def last_in_window(window: Window, ts: np.ndarray, last_x: np.ndarray, last_t: np.ndarray) -> np.ndarray:
+    """``last``: each signal's newest value ``last_x`` (seen at ``last_t``) if it is inside
+    ``window`` at ``ts``, else NaN. Both engines pass the spec's first window."""
+    lo = np.floor(ts / window.width) - window.buckets + 1
+    return np.where(np.floor(last_t / window.width) >= lo[:, None], last_x, np.nan)
 
 
 @dataclass(slots=True)

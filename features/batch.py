@@ -136,7 +136,6 @@ def _features_sorted(
     # are computed per epoch (an asset between two maintenance events) as if it were another asset.
     epoch_start = _segment_starts(a, np.nan_to_num(maintained, nan=-np.inf))
     xs, kept = compiled.reading_state(first, epoch_start, t, x, emit, spec.ewma_halflife, spec.baseline_n)
-    last_x, last_t = kept[compiled.LAST_X], kept[compiled.LAST_T]
     windows = {}
     for w in spec.windows:  # only the signals the window's features read (the rest stay empty)
         read = {s for f in spec.features if f.window == w.name for s in (f.signal, f.other)}
@@ -145,13 +144,11 @@ def _features_sorted(
         win = np.empty((len(spec.used_signals), ag.WINDOW, len(sel))).transpose(2, 0, 1)
         compiled.window_aggregates(epoch_start, t, xs, cols, emit, w.width, w.buckets, win)
         windows[w.name] = win
-    w0 = spec.windows[0]  # ``last`` is a value inside the first window
-    lo = np.floor(t[sel] / w0.width) - w0.buckets + 1
     since = np.where(np.isnan(maintained), t[first][np.cumsum(first) - 1], maintained)
     inputs = ag.Inputs(
         windows=windows,
         shift=kept[compiled.SHIFT],
-        last=np.where(np.floor(last_t / w0.width) >= lo[:, None], last_x, np.nan),
+        last=ag.last_in_window(spec.windows[0], t[sel], kept[compiled.LAST_X], kept[compiled.LAST_T]),
         ewma=kept[compiled.EWMA],
         base_mean=kept[compiled.BASE_MEAN],
         base_std=kept[compiled.BASE_STD],

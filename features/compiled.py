@@ -191,8 +191,10 @@ def _join(out: np.ndarray, a: np.ndarray, ca: float, b: np.ndarray, cb: float) -
         out[c, _W_SJ] = (a[c, _W_SJ] + ca * a[c, _S]) + (b[c, _W_SJ] + cb * b[c, _S])
 
 
-# What :func:`reading_state` keeps per signal, and what it returns per emitting reading.
+# The running state of an asset's signal beside its windows (``RUNNING`` numbers), and what an
+# emitting reading keeps of it (``reading_state``'s output).
 _SHIFT, _LAST_X, _LAST_T, _NUM, _DEN, _EW_T, _BASE_N, _BASE_S, _BASE_Q = range(9)
+RUNNING = 9
 SHIFT, LAST_X, LAST_T, EWMA, BASE_MEAN, BASE_STD = range(6)
 
 
@@ -216,7 +218,7 @@ def reading_state(
     rows, k_sig = x.shape
     xs = np.empty((rows, k_sig))
     out = np.empty((6, int(emit.sum()), k_sig))
-    st = np.zeros((9, k_sig))
+    st = np.zeros((RUNNING, k_sig))
     e = 0
     for i in range(rows):
         for c in range(k_sig):
@@ -226,37 +228,83 @@ def reading_state(
                 st[_LAST_X, c], st[_LAST_T, c] = np.nan, np.nan
                 for f in range(_NUM, _BASE_Q + 1):
                     st[f, c] = 0.0
-            v = x[i, c]
-            if np.isnan(v):
-                xs[i, c] = np.nan
-                continue
-            if np.isnan(st[_SHIFT, c]):
-                st[_SHIFT, c] = v
-            d = v - st[_SHIFT, c]
-            xs[i, c] = d
-            st[_LAST_X, c], st[_LAST_T, c] = v, t[i]
-            decay = np.exp2(-(t[i] - st[_EW_T, c]) / halflife) if st[_DEN, c] > 0 else 0.0
-            st[_NUM, c] = st[_NUM, c] * decay + d
-            st[_DEN, c] = st[_DEN, c] * decay + 1.0
-            st[_EW_T, c] = t[i]
-            if st[_BASE_N, c] < n_base:
-                st[_BASE_N, c] += 1.0
-                st[_BASE_S, c] += d
-                st[_BASE_Q, c] += d * d
+            xs[i, c] = _fold(st, c, x[i, c], t[i], halflife, n_base)
         if emit[i]:
-            for c in range(k_sig):
-                out[SHIFT, e, c] = st[_SHIFT, c]
-                out[LAST_X, e, c], out[LAST_T, e, c] = st[_LAST_X, c], st[_LAST_T, c]
-                out[EWMA, e, c] = st[_NUM, c] / st[_DEN, c]  # NaN before the first value
-                n = st[_BASE_N, c]
-                if n >= n_base:
-                    mean = st[_BASE_S, c] / n
-                    out[BASE_MEAN, e, c] = mean
-                    out[BASE_STD, e, c] = np.sqrt(max(st[_BASE_Q, c] / n - mean**2, 0.0))
-                else:
-                    out[BASE_MEAN, e, c], out[BASE_STD, e, c] = np.nan, np.nan
+            _kept(st, out, e, n_base)
             e += 1
     return xs, out
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def stream_reading_state(
+    sl: np.ndarray,
+    t: np.ndarray,
+    x: np.ndarray,
+    emit: np.ndarray,
+    running: tuple[np.ndarray, ...],
+    halflife: float,
+    n_base: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`reading_state` for the streaming engine: the readings ``(sl, t, x)`` of any assets,
+    each asset's in event-time order, folded into its slot's running state ``running`` (the
+    ``RUNNING`` arrays ``(slots, signals)`` in the order of the ``_SHIFT`` .. ``_BASE_Q`` indices,
+    updated in place). Returns ``xs`` and the kept state at the ``emit`` rows, as there."""
+    rows, k_sig = x.shape
+    xs = np.empty((rows, k_sig))
+    out = np.empty((6, int(emit.sum()), k_sig))
+    st = np.empty((RUNNING, k_sig))
+    e = 0
+    for i in range(rows):
+        s = sl[i]
+        for f in range(RUNNING):
+            for c in range(k_sig):
+                st[f, c] = running[f][s, c]
+        for c in range(k_sig):
+            xs[i, c] = _fold(st, c, x[i, c], t[i], halflife, n_base)
+        for f in range(RUNNING):
+            for c in range(k_sig):
+                running[f][s, c] = st[f, c]
+        if emit[i]:
+            _kept(st, out, e, n_base)
+            e += 1
+    return xs, out
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _fold(st: np.ndarray, c: int, v: float, t: float, halflife: float, n_base: int) -> float:
+    """Fold value ``v`` of signal ``c`` at time ``t`` into the running state ``st``; returns it
+    shifted by the signal's first value (NaN if missing: then nothing changes)."""
+    if np.isnan(v):
+        return np.nan
+    if np.isnan(st[_SHIFT, c]):
+        st[_SHIFT, c] = v
+    d = v - st[_SHIFT, c]
+    st[_LAST_X, c], st[_LAST_T, c] = v, t
+    decay = np.exp2(-(t - st[_EW_T, c]) / halflife) if st[_DEN, c] > 0 else 0.0
+    st[_NUM, c] = st[_NUM, c] * decay + d
+    st[_DEN, c] = st[_DEN, c] * decay + 1.0
+    st[_EW_T, c] = t
+    if st[_BASE_N, c] < n_base:
+        st[_BASE_N, c] += 1.0
+        st[_BASE_S, c] += d
+        st[_BASE_Q, c] += d * d
+    return d
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _kept(st: np.ndarray, out: np.ndarray, e: int, n_base: int) -> None:
+    """Row ``e`` of ``out`` (6, rows, signals): what an emitting reading keeps of the state ``st``."""
+    for c in range(st.shape[1]):
+        out[SHIFT, e, c] = st[_SHIFT, c]
+        out[LAST_X, e, c], out[LAST_T, e, c] = st[_LAST_X, c], st[_LAST_T, c]
+        out[EWMA, e, c] = st[_NUM, c] / st[_DEN, c]  # NaN before the first value
+        n = st[_BASE_N, c]
+        if n >= n_base:
+            mean = st[_BASE_S, c] / n
+            out[BASE_MEAN, e, c] = mean
+            out[BASE_STD, e, c] = np.sqrt(max(st[_BASE_Q, c] / n - mean**2, 0.0))
+        else:
+            out[BASE_MEAN, e, c], out[BASE_STD, e, c] = np.nan, np.nan
 
 
 @njit(cache=True, nogil=True)
@@ -331,6 +379,7 @@ def stream_window_step(
     sl: np.ndarray,
     t: np.ndarray,
     xs: np.ndarray,
+    emit: np.ndarray,
     width: float,
     buckets: int,
     cur_k: np.ndarray,
@@ -339,15 +388,17 @@ def stream_window_step(
     cur: np.ndarray,
     closed: np.ndarray,
 ) -> np.ndarray:
-    """The streaming engine's window step: one reading for each of the distinct assets ``sl``.
+    """The streaming engine's windows: the readings ``(sl, t, xs)`` of any assets, each asset's in
+    event-time order.
 
     Per asset slot the state is the bucket id of its newest reading (``cur_k``) and that bucket's
     running aggregate (``cur``), a ring of ``buckets`` closed buckets (``ring`` with ids
     ``ring_k``) and the window of those before the current bucket (``closed``), summed again from
-    the ring when a new bucket opens. Returns the window aggregates ``(len(sl), signals, WINDOW)``
-    after each reading; the state is updated in place."""
+    the ring when a new bucket opens. Returns the window aggregates ``(emitting rows, signals,
+    WINDOW)`` after each ``emit`` reading; the state is updated in place."""
     m, k_sig = xs.shape
-    out = np.empty((m, k_sig, ag.WINDOW))
+    out = np.empty((int(emit.sum()), k_sig, ag.WINDOW))
+    e = 0
     for r in range(m):
         s = sl[r]
         k = np.int64(np.floor(t[r] / width))
@@ -373,5 +424,8 @@ def stream_window_step(
             cur_k[s] = k
         for c in range(k_sig):
             _add_value(cur, s, c, xs[r, c])
-            _window_at(out, r, c, closed, s, c, cur, float(buckets - 1))
+        if emit[r]:
+            for c in range(k_sig):
+                _window_at(out, e, c, closed, s, c, cur, float(buckets - 1))
+            e += 1
     return out

@@ -1,6 +1,7 @@
-"""The streaming engine: per-asset incremental state, vectorised across the assets of a batch.
+"""The streaming engine: per-asset incremental state, updated by compiled loops over a batch.
 
-State per asset (arrays indexed by an asset slot, so one numpy call serves every asset of a batch):
+State per asset (arrays indexed by an asset slot; the loops of :mod:`features.compiled` walk a
+batch's readings in order, each updating its asset's slot):
 for each window, a ring of its closed buckets (``buckets`` x signals x 5 numbers), the aggregates of
 those buckets as seen from the current bucket (recomputed only when the current bucket changes),
 and the current bucket's running aggregates. A reading costs O(signals) per window; a bucket change
@@ -67,6 +68,10 @@ class Emitted:
             np.concatenate([p.ts for p in parts]),
             np.concatenate([p.values for p in parts]),
         )
+
+
+# The per-slot arrays of the running state beside the windows, in ``features.compiled``'s order.
+_RUNNING = ("shift", "last_x", "last_t", "ew_num", "ew_den", "ew_t", "base_n", "base_s", "base_q")
 
 
 class FeatureEngine:
@@ -334,22 +339,26 @@ class FeatureEngine:
         st["wait_ts"][slots, pos] = -np.inf
         st["wait_head"][us] += n
         st["wait_n"][us] -= n
-        # Round r takes the r-th reading of every asset: one vectorised step per round.
+        # Round r holds the r-th reading of every asset: the vectors go out round by round.
+        order = np.argsort(col, kind="stable")
+        slots, ts, x = slots[order], ts[order], x[order]
         parts = []
-        for r in range(int(n.max())):
-            rows = np.flatnonzero(col == r)
-            part = self._step(slots[rows], ts[rows], x[rows])
-            if part is not None:
-                parts.append(part)
-        if not parts:
-            return Emitted.empty(len(self.spec.names))
-        # Features of every round at once: the per-call cost of the statistics is paid once.
+        start = 0
+        while start < len(slots):  # up to the next reading that comes after a maintenance event
+            due = np.flatnonzero(ts[start:] >= st["next_maintenance"][slots[start:]])
+            end = start + int(due[0]) if len(due) else len(slots)
+            if end > start:
+                parts.append(self._steps(slots[start:end], ts[start:end], x[start:end]))
+            if end < len(slots):
+                self._apply_maintenance(slots[end : end + 1], ts[end : end + 1])
+            start = end
+        # Features of every part at once: the per-call cost of the statistics is paid once.
         inputs = ag.Inputs(
             windows={
-                w.name: np.concatenate([p[2].windows[w.name] for p in parts]) for w in self.spec.windows
+                w.name: np.concatenate([p[1].windows[w.name] for p in parts]) for w in self.spec.windows
             },
             **{
-                f: np.concatenate([getattr(p[2], f) for p in parts])
+                f: np.concatenate([getattr(p[1], f) for p in parts])
                 for f in ("shift", "last", "ewma", "base_mean", "base_std", "ts", "maintained_at")
             },
         )
@@ -357,77 +366,42 @@ class FeatureEngine:
         asset_ids = [ids[s] for p in parts for s in p[0].tolist()]
         return Emitted(asset_ids, inputs.ts.copy(), ag.compute(self.spec, inputs))
 
-    def _step(
-        self, sl: np.ndarray, t: np.ndarray, x: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, ag.Inputs] | None:
-        """Process one reading for each of the distinct assets ``sl``; returns what the emitting
-        ones need for their features (slots, ts, inputs), or None."""
+    def _steps(self, sl: np.ndarray, t: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, ag.Inputs]:
+        """Process the readings ``(sl, t, x)`` (each asset's in event-time order, no maintenance due
+        among them) in compiled loops over the per-slot state; returns the slots of the emitting
+        ones and what their features need."""
         st, spec = self._arrays, self.spec
-        due = t >= st["next_maintenance"][sl]
-        if due.any():
-            self._apply_maintenance(sl[due], t[due])
-        present = ~np.isnan(x)
-        shift = st["shift"][sl]
-        shift = np.where(np.isnan(shift) & present, x, shift)
-        st["shift"][sl] = shift
-        xs = x - shift
-        st["last_x"][sl] = np.where(present, x, st["last_x"][sl])
-        st["last_t"][sl] = np.where(present, t[:, None], st["last_t"][sl])
-        # EWMA: decay by elapsed event time, then add.
-        seen = st["ew_den"][sl] > 0
-        decay = np.where(seen, np.exp2(-(t[:, None] - st["ew_t"][sl]) / spec.ewma_halflife), 0.0)
-        st["ew_num"][sl] = np.where(
-            present, st["ew_num"][sl] * decay + np.where(present, xs, 0.0), st["ew_num"][sl]
-        )
-        st["ew_den"][sl] = np.where(present, st["ew_den"][sl] * decay + 1.0, st["ew_den"][sl])
-        st["ew_t"][sl] = np.where(present, t[:, None], st["ew_t"][sl])
-        # Healthy baseline: the first baseline_n values.
-        take = present & (st["base_n"][sl] < spec.baseline_n)
-        x0 = np.where(take, xs, 0.0)
-        st["base_n"][sl] += take
-        st["base_s"][sl] += x0
-        st["base_q"][sl] += x0 * x0
-        windows = [self._window_step(i, w.width, w.buckets, sl, t, xs) for i, w in enumerate(spec.windows)]
-        first = np.isnan(st["prev_t"][sl])
+        # Each reading's predecessor of its asset: within these readings, else the last processed.
+        by_slot = np.argsort(sl, kind="stable")
+        s = sl[by_slot]
+        head = np.r_[True, s[1:] != s[:-1]]
+        prev = np.empty(len(t))
+        prev[by_slot] = np.where(head, st["prev_t"][s], np.r_[np.nan, t[by_slot][:-1]])
+        first = np.isnan(prev)
         st["first_t"][sl[first]] = t[first]
-        emit = emits(first, t, st["prev_t"][sl], spec.emit_every)
-        st["prev_t"][sl] = t
+        tail = by_slot[np.r_[head[1:], True]]
+        st["prev_t"][sl[tail]] = t[tail]
+        emit = emits(first, t, prev, spec.emit_every)
+        running = tuple(st[name] for name in _RUNNING)
+        xs, kept = compiled.stream_reading_state(sl, t, x, emit, running, spec.ewma_halflife, spec.baseline_n)
+        windows = {}
+        for i, w in enumerate(spec.windows):
+            state = (st[f"w{i}_{part}"] for part in ("k", "ring_k", "ring", "cur", "closed"))
+            windows[w.name] = compiled.stream_window_step(sl, t, xs, emit, w.width, w.buckets, *state)
         e = np.flatnonzero(emit)
-        if not len(e):
-            return None
-        es = sl[e]
-        n_base = st["base_n"][es]
-        done = n_base >= spec.baseline_n
-        with np.errstate(invalid="ignore", divide="ignore"):
-            base_mean = np.where(done, st["base_s"][es] / n_base, np.nan)
-            base_std = np.where(
-                done, np.sqrt(np.maximum(st["base_q"][es] / n_base - base_mean**2, 0.0)), np.nan
-            )
-            ewma = st["ew_num"][es] / st["ew_den"][es]
-        w0 = spec.windows[0]
-        lo0 = np.floor(t[e] / w0.width) - w0.buckets + 1
-        last = np.where(np.floor(st["last_t"][es] / w0.width) >= lo0[:, None], st["last_x"][es], np.nan)
+        es, te = sl[e], t[e]
+        maintained = st["maintained_at"][es]
         inputs = ag.Inputs(
-            windows={w.name: win[e] for w, win in zip(spec.windows, windows, strict=True)},
-            shift=shift[e],
-            last=last,
-            ewma=ewma,
-            base_mean=base_mean,
-            base_std=base_std,
-            ts=t[e],
-            maintained_at=np.where(
-                np.isnan(maintained := st["maintained_at"][es]), st["first_t"][es], maintained
-            ),
+            windows=windows,
+            shift=kept[compiled.SHIFT],
+            last=ag.last_in_window(spec.windows[0], te, kept[compiled.LAST_X], kept[compiled.LAST_T]),
+            ewma=kept[compiled.EWMA],
+            base_mean=kept[compiled.BASE_MEAN],
+            base_std=kept[compiled.BASE_STD],
+            ts=te,
+            maintained_at=np.where(np.isnan(maintained), st["first_t"][es], maintained),
         )
-        return es, t[e], inputs
-
-    def _window_step(
-        self, i: int, width: float, buckets: int, sl: np.ndarray, t: np.ndarray, xs: np.ndarray
-    ) -> np.ndarray:
-        """Add one reading per asset to window ``i``; returns the window aggregates after it."""
-        st = self._arrays
-        state = (st[f"w{i}_{part}"] for part in ("k", "ring_k", "ring", "cur", "closed"))
-        return compiled.stream_window_step(sl, t, xs, width, buckets, *state)
+        return es, inputs
 
     def _apply_maintenance(self, slots: np.ndarray, ts: np.ndarray) -> None:
         """The assets ``slots`` were maintained before their reading at ``ts``: their windows, last
