@@ -32,7 +32,7 @@ from features import compiled, metrics
 from features.spec import FeatureSpec
 from features.stream import Emitted, FeatureEngine
 from ingest import topics
-from ingest.bus import Bus, Record, TopicPartition
+from ingest.bus import Bus, Producer, Record, TopicPartition
 from ingest.deadletter import dead_letter
 from ingest.profiles import Profile
 from ingest.schemas import (
@@ -116,7 +116,10 @@ class WorkerConfig:
 class FeatureWorker:
     """Consumes readings and maintenance events, produces feature vectors and stale markers."""
 
-    def __init__(self, bus: Bus, profile: Profile, config: WorkerConfig | None = None) -> None:
+    def __init__(
+        self, bus: Bus, profile: Profile, config: WorkerConfig | None = None, producer: Producer | None = None
+    ) -> None:
+        """``producer``: where the outputs go (default: ``bus``); a round ends with its ``flush``."""
         self.config = config or WorkerConfig()
         self.profile = profile
         self.spec = FeatureSpec.from_profile(profile)
@@ -132,7 +135,7 @@ class FeatureWorker:
         self._last_checkpoint = time.monotonic()
         if self.config.state_dir is not None:
             self.config.state_dir.mkdir(parents=True, exist_ok=True)
-        self.producer = bus.producer()
+        self.producer = producer or bus.producer()
         self.consumer = bus.consumer(
             [self.config.readings_topic, self.config.maintenance_topic],
             self.config.group_id,

@@ -131,22 +131,24 @@ def score_logs(
             score_interval=score_interval, measure_latency=False, inference_threads=os.cpu_count() or 1
         )
         pipeline = Pipeline.build(
-            bus, profile, registry, scorer, json_features=json_between_stages, batch=BATCH
+            bus, profile, registry, scorer, json_features=json_between_stages, batch=BATCH, split=True
         )
         outputs = _Outputs(bus)
         producer = bus.producer()
-        result = replay(
-            paths,
-            profile,
-            producer,
-            fmt=fmt,
-            on_bad_row=on_bad_row,
-            after_send=lambda: pipeline.pump(outputs),
-            progress=progress,
-            send_rows=send_rows,
-            columns=not json_between_stages,
+        result = pipeline.run_split(
+            lambda pump: replay(
+                paths,
+                profile,
+                producer,
+                fmt=fmt,
+                on_bad_row=on_bad_row,
+                after_send=pump,
+                progress=progress,
+                send_rows=send_rows,
+                columns=not json_between_stages,
+            ),
+            outputs,
         )
-        pipeline.finish(outputs)
         pipeline.close()
     finally:
         bus.close()

@@ -1,20 +1,29 @@
 """Every stage in one process: a source (the simulator or a replayed log), the feature worker and the
-scorer take turns on one bus, each consuming what the previous one produced.
+scorer, each consuming what the previous one produced.
 
-The stages are the very classes that run as separate processes on Kafka; here one thread drives
-them round-robin, so a run is deterministic and needs no locks. On the in-process bus the
-producer of a stage must never get more than ``max_backlog`` ahead of its consumers (the bus raises
-rather than deadlock on one thread): sources send at most a few thousand readings, then
-:meth:`Pipeline.pump` drains the stages.
+The stages are the very classes that run as separate processes on Kafka. Live (the demo), one thread
+drives them round-robin (:meth:`Pipeline.pump`), so a run is deterministic and needs no locks. On
+the in-process bus the producer of a stage must never get more than ``max_backlog`` ahead of its
+consumers (the bus raises rather than deadlock on one thread): sources send at most a few thousand
+readings, then :meth:`Pipeline.pump` drains the stages.
+
+A back-test (:meth:`Pipeline.run_split`) puts the source and the feature worker on a second thread,
+so that the two halves overlap where they leave Python (numba loops, onnxruntime, Arrow). The
+feature worker's rounds reach the scoring thread in order (:class:`Rounds`), and each is scored to
+the end before the next is published: the scorer sees the same batches whatever the threads'
+timing, so the output stays deterministic.
 """
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from features.worker import FeatureWorker, WorkerConfig
 from ingest import topics
@@ -27,6 +36,7 @@ from scoring.worker import Scorer, ScorerConfig
 # What a reader of the pipeline's outputs (the demo's console, offline scoring) subscribes to.
 OUTPUT_TOPICS = (topics.SCORES, topics.ALERTS, topics.READINGS_DLQ, topics.FEATURES_DLQ)
 DEAD_LETTER_TOPICS = (topics.READINGS_DLQ, topics.FEATURES_DLQ)
+T = TypeVar("T")
 
 
 def values_by_topic(records: Sequence[Record]) -> dict[str, list[bytes]]:
@@ -35,6 +45,55 @@ def values_by_topic(records: Sequence[Record]) -> dict[str, list[bytes]]:
     for r in records:
         out.setdefault(r.topic, []).append(r.value)
     return out
+
+
+class Rounds:
+    """The producer of a stage on another thread: what it sends up to each ``flush`` (a round) is
+    queued as one item, and iterating gives the rounds in order until :meth:`end`. At most
+    ``depth`` rounds wait; :meth:`stop` (the reading side gave up) makes the sender raise."""
+
+    class Stopped(RuntimeError):
+        """The reading side stopped: nobody takes the rounds any more."""
+
+    _END = object()
+
+    def __init__(self, depth: int = 4) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(depth)
+        self._round: list[tuple[str, list]] = []
+        self._stopped = threading.Event()
+
+    def send_batch(self, topic: str, messages: Iterable[tuple[bytes, Any]]) -> None:
+        self._round.append((topic, list(messages)))
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """End the round: queue what was sent since the last flush (waits while ``depth`` wait)."""
+        if self._round:
+            self._put(self._round)
+            self._round = []
+
+    def close(self) -> None:
+        """Nothing to release (the stage closing is not the end of the rounds: see :meth:`end`)."""
+
+    def end(self) -> None:
+        """No more rounds: iteration stops after those queued (nothing to do once stopped)."""
+        with contextlib.suppress(self.Stopped):
+            self._put(self._END)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def __iter__(self) -> Iterator[list[tuple[str, list]]]:
+        while (item := self._queue.get()) is not self._END:
+            yield item
+
+    def _put(self, item: Any) -> None:
+        while not self._stopped.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise self.Stopped("the scoring side stopped")
 
 
 class NoModelError(RuntimeError):
@@ -60,6 +119,7 @@ class Pipeline:
         topic_prefix: str = "",
         json_features: bool = False,
         batch: int | None = None,
+        split: bool = False,
     ) -> Pipeline:
         """Create the topics and both stages; refuses (:class:`NoModelError`) an empty registry.
 
@@ -67,7 +127,7 @@ class Pipeline:
         On the in-process bus the feature vectors go to the scorer, and the scores to their readers,
         as columns (``FeatureBlock`` and ``ScoreBlock`` rows), not JSON, unless ``json_features`` (as
         on Kafka: the same scores, slower). ``batch``: the records each stage takes per round
-        (default: each stage's own)."""
+        (default: each stage's own). ``split``: for :meth:`run_split` (not :meth:`pump`)."""
         reg = Registry(registry)
         if reg.latest_version() is None:
             raise NoModelError(f"no model in the registry {registry}: run `motorwatch train` first")
@@ -79,7 +139,8 @@ class Pipeline:
         scoring = replace(scoring, group_id=p + scoring.group_id, topic_prefix=p, columns_in_process=columns)
         if batch is not None:
             worker, scoring = replace(worker, max_records=batch), replace(scoring, batch_size=batch)
-        return cls(bus, FeatureWorker(bus, profile, worker), Scorer(bus, profile, reg, scoring))
+        features = FeatureWorker(bus, profile, worker, Rounds() if split else None)
+        return cls(bus, features, Scorer(bus, profile, reg, scoring))
 
     def join(
         self, others: Sequence[tuple[Consumer, Callable[..., int]]] = (), timeout_s: float = 60.0
@@ -112,11 +173,50 @@ class Pipeline:
             if not n:
                 return total
 
-    def finish(self, on_round: Callable[[], Any] | None = None) -> int:
-        """The end of the input: release what the feature worker holds for its grace period, score it."""
-        self.pump(on_round)
-        self.features.finish()
-        return self.pump(on_round)
+    def run_split(
+        self, feed: Callable[[Callable[[], None]], T], on_round: Callable[[], Any] | None = None
+    ) -> T:
+        """Run ``feed(pump)`` and the feature worker on a second thread: ``feed`` sends readings to
+        ``sensor.readings`` and calls ``pump`` after each send. At its end the worker releases what it
+        holds for its grace period. This thread publishes each round of the worker's outputs and
+        runs the scorer (then ``on_round``) until that round is scored. Returns what ``feed`` returns;
+        an exception on either side stops both and is raised here. Needs a pipeline built ``split``."""
+        rounds = self.features.producer
+        if not isinstance(rounds, Rounds):
+            raise TypeError("run_split needs a pipeline built with split=True")
+        fed: list[T] = []
+        failed: list[BaseException] = []
+
+        def features_side() -> None:
+            try:
+                fed.append(feed(self._pump_features))
+                self._pump_features()
+                self.features.finish()
+            except BaseException as exc:  # handed to the calling thread, which raises it
+                failed.append(exc)
+            finally:
+                rounds.end()
+
+        thread = threading.Thread(target=features_side, name="motorwatch-features", daemon=True)
+        thread.start()
+        self.scorer.prepare()  # the model loads while the feature side starts
+        producer = self.bus.producer()
+        try:
+            for messages in rounds:
+                for topic, batch in messages:
+                    producer.send_batch(topic, batch)
+                while self.scorer.run_once(timeout_s=0.0) + ((on_round() or 0) if on_round else 0):
+                    pass
+        finally:
+            rounds.stop()
+            thread.join()
+        if failed:
+            raise failed[0]
+        return fed[0]
+
+    def _pump_features(self) -> None:
+        while self.features.run_once(timeout_s=0.0):
+            pass
 
     def close(self) -> None:
         self.features.close()

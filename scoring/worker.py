@@ -134,6 +134,11 @@ class Scorer:
         self._warned_empty = False
         self.scored = 0
 
+    def prepare(self) -> None:
+        """Load the registry's latest model now rather than at the first poll, e.g. while another
+        thread starts the stages upstream."""
+        self._maybe_reload()
+
     def _maybe_reload(self) -> None:
         now = time.monotonic()
         if now < self._next_check:

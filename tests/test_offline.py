@@ -6,6 +6,7 @@ failure as in the NASA test protocol, are replayed through features and scoring 
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from models.registry import Registry
 from models.training import train
 from motorwatch.cli import main
 from motorwatch.offline import COLUMNS, score_logs
-from motorwatch.pipeline import NoModelError
+from motorwatch.pipeline import NoModelError, Rounds
 
 CMAPSS = load_profile("cmapss")
 
@@ -174,3 +175,92 @@ def test_columns_handed_over_between_the_stages_score_as_json_would(
         runs[True].alerts,
         runs[True].dead_letters,
     )
+
+
+def _no_feature_thread_left() -> bool:
+    return not any(t.name == "motorwatch-features" for t in threading.enumerate())
+
+
+def test_a_failure_on_the_feature_side_is_raised_by_the_back_test(
+    registry, unseen, tmp_path, monkeypatch
+) -> None:
+    """The replay and the feature worker run on a second thread: their failure is the caller's."""
+    log, _ = unseen
+    real = features.worker.FeatureWorker.run_once
+    calls = []
+
+    def fails_on_the_third_round(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("disk gone")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(features.worker.FeatureWorker, "run_once", fails_on_the_third_round)
+    with pytest.raises(OSError, match="disk gone"):
+        score_logs([log], CMAPSS, registry, tmp_path / "s.csv", fmt="cmapss", send_rows=50, progress=False)
+    assert _no_feature_thread_left() and not (tmp_path / "s.csv").exists()
+
+
+def test_a_failure_on_the_scoring_side_stops_the_feature_side(
+    registry, unseen, tmp_path, monkeypatch
+) -> None:
+    """The scorer fails while the feature side has more rounds than the hand-over holds: the feature
+    side must stop too (not wait forever for room), and the scorer's error is raised."""
+    log, frame = unseen
+    real = scoring.worker.Scorer.run_once
+    calls = []
+
+    def fails_on_the_second_round(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise MemoryError("scorer out of memory")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(scoring.worker.Scorer, "run_once", fails_on_the_second_round)
+    assert len(frame) > 20 * 10  # rounds of 10 readings: many more than the 4 the hand-over holds
+    raised: list[BaseException] = []
+
+    def back_test() -> None:
+        try:
+            score_logs(
+                [log], CMAPSS, registry, tmp_path / "s.csv", fmt="cmapss", send_rows=10, progress=False
+            )
+        except BaseException as exc:
+            raised.append(exc)
+
+    caller = threading.Thread(target=back_test, daemon=True)
+    caller.start()
+    caller.join(timeout=120)  # a deadlock guard, far beyond the second it takes
+    assert not caller.is_alive(), "the back-test hangs: the feature side waits for room forever"
+    assert [type(e) for e in raised] == [MemoryError] and _no_feature_thread_left()
+
+
+def test_rounds_come_out_whole_and_in_order_and_stop_unblocks_the_sender() -> None:
+    rounds = Rounds(depth=1)
+    rounds.send_batch("a", [(b"k", 1)])
+    rounds.send_batch("b", iter([(b"k", 2), (b"j", 3)]))
+    rounds.flush()
+    rounds.flush()  # nothing sent since: no empty round
+    rounds.send_batch("a", [(b"k", 4)])
+    sender = threading.Thread(target=lambda: (rounds.flush(), rounds.end()))
+    sender.start()
+    assert list(rounds) == [[("a", [(b"k", 1)]), ("b", [(b"k", 2), (b"j", 3)])], [("a", [(b"k", 4)])]]
+    sender.join()
+
+    stuck = Rounds(depth=1)
+    stuck.send_batch("a", [(b"k", 1)])
+    stuck.flush()  # the queue is full now
+    failed: list[BaseException] = []
+
+    def send_more() -> None:
+        stuck.send_batch("a", [(b"k", 2)])
+        try:
+            stuck.flush()
+        except Rounds.Stopped as exc:
+            failed.append(exc)
+
+    sender = threading.Thread(target=send_more)
+    sender.start()
+    stuck.stop()
+    sender.join(timeout=5)
+    assert not sender.is_alive() and len(failed) == 1
