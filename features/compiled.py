@@ -215,23 +215,17 @@ def reading_state(
     (decayed by event time, half-life ``halflife``) and the mean and std of the group's first
     ``n_base`` values (NaN until it has them). ``asset_start`` marks each asset's first reading,
     ``start`` each group's (an asset's epoch: last values, EWMA and baseline start afresh)."""
-    rows, k_sig = x.shape
-    xs = np.empty((rows, k_sig))
-    out = np.empty((6, int(emit.sum()), k_sig))
-    st = np.zeros((RUNNING, k_sig))
+    xs = np.empty(x.shape)
+    out = np.empty((6, int(emit.sum()), x.shape[1]))
+    st = np.zeros((RUNNING, x.shape[1]))
     e = 0
-    for i in range(rows):
-        for c in range(k_sig):
-            if asset_start[i]:
-                st[_SHIFT, c] = np.nan
-            if start[i]:
-                st[_LAST_X, c], st[_LAST_T, c] = np.nan, np.nan
-                for f in range(_NUM, _BASE_Q + 1):
-                    st[f, c] = 0.0
-            xs[i, c] = _fold(st, c, x[i, c], t[i], halflife, n_base)
-        if emit[i]:
-            _kept(st, out, e, n_base)
-            e += 1
+    for i in range(len(t)):
+        if asset_start[i]:
+            st[_SHIFT] = np.nan
+        if start[i]:
+            st[_LAST_X], st[_LAST_T] = np.nan, np.nan
+            st[_NUM : _BASE_Q + 1] = 0.0
+        e = _fold_reading(st, i, t, x, xs, emit, out, e, halflife, n_base)
     return xs, out
 
 
@@ -249,25 +243,41 @@ def stream_reading_state(
     each asset's in event-time order, folded into its slot's running state ``running`` (the
     ``RUNNING`` arrays ``(slots, signals)`` in the order of the ``_SHIFT`` .. ``_BASE_Q`` indices,
     updated in place). Returns ``xs`` and the kept state at the ``emit`` rows, as there."""
-    rows, k_sig = x.shape
-    xs = np.empty((rows, k_sig))
-    out = np.empty((6, int(emit.sum()), k_sig))
-    st = np.empty((RUNNING, k_sig))
+    xs = np.empty(x.shape)
+    out = np.empty((6, int(emit.sum()), x.shape[1]))
+    st = np.empty((RUNNING, x.shape[1]))
     e = 0
-    for i in range(rows):
+    for i in range(len(t)):
         s = sl[i]
         for f in range(RUNNING):
-            for c in range(k_sig):
-                st[f, c] = running[f][s, c]
-        for c in range(k_sig):
-            xs[i, c] = _fold(st, c, x[i, c], t[i], halflife, n_base)
+            st[f] = running[f][s]
+        e = _fold_reading(st, i, t, x, xs, emit, out, e, halflife, n_base)
         for f in range(RUNNING):
-            for c in range(k_sig):
-                running[f][s, c] = st[f, c]
-        if emit[i]:
-            _kept(st, out, e, n_base)
-            e += 1
+            running[f][s] = st[f]
     return xs, out
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _fold_reading(
+    st: np.ndarray,
+    i: int,
+    t: np.ndarray,
+    x: np.ndarray,
+    xs: np.ndarray,
+    emit: np.ndarray,
+    out: np.ndarray,
+    e: int,
+    halflife: float,
+    n_base: int,
+) -> int:
+    """Fold reading ``i`` into the running state ``st`` (its shifted values into ``xs``); if it
+    emits, keep the state in row ``e`` of ``out``. Returns the next row of ``out``."""
+    for c in range(x.shape[1]):
+        xs[i, c] = _fold(st, c, x[i, c], t[i], halflife, n_base)
+    if emit[i]:
+        _kept(st, out, e, n_base)
+        e += 1
+    return e
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

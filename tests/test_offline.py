@@ -177,6 +177,19 @@ def test_columns_handed_over_between_the_stages_score_as_json_would(
     )
 
 
+def _fail_on_call(monkeypatch, stage: type, n: int, error: BaseException) -> None:
+    """The ``n``-th ``run_once`` of ``stage`` raises ``error``."""
+    real, calls = stage.run_once, []
+
+    def run_once(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise error
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(stage, "run_once", run_once)
+
+
 def _no_feature_thread_left() -> bool:
     return not any(t.name == "motorwatch-features" for t in threading.enumerate())
 
@@ -186,16 +199,7 @@ def test_a_failure_on_the_feature_side_is_raised_by_the_back_test(
 ) -> None:
     """The replay and the feature worker run on a second thread: their failure is the caller's."""
     log, _ = unseen
-    real = features.worker.FeatureWorker.run_once
-    calls = []
-
-    def fails_on_the_third_round(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise OSError("disk gone")
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(features.worker.FeatureWorker, "run_once", fails_on_the_third_round)
+    _fail_on_call(monkeypatch, features.worker.FeatureWorker, 3, OSError("disk gone"))
     with pytest.raises(OSError, match="disk gone"):
         score_logs([log], CMAPSS, registry, tmp_path / "s.csv", fmt="cmapss", send_rows=50, progress=False)
     assert _no_feature_thread_left() and not (tmp_path / "s.csv").exists()
@@ -207,16 +211,7 @@ def test_a_failure_on_the_scoring_side_stops_the_feature_side(
     """The scorer fails while the feature side has more rounds than the hand-over holds: the feature
     side must stop too (not wait forever for room), and the scorer's error is raised."""
     log, frame = unseen
-    real = scoring.worker.Scorer.run_once
-    calls = []
-
-    def fails_on_the_second_round(self, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise MemoryError("scorer out of memory")
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(scoring.worker.Scorer, "run_once", fails_on_the_second_round)
+    _fail_on_call(monkeypatch, scoring.worker.Scorer, 2, MemoryError("scorer out of memory"))
     assert len(frame) > 20 * 10  # rounds of 10 readings: many more than the 4 the hand-over holds
     raised: list[BaseException] = []
 
