@@ -180,7 +180,8 @@ class Pipeline:
         ``sensor.readings`` and calls ``pump`` after each send. At its end the worker releases what it
         holds for its grace period. This thread publishes each round of the worker's outputs and
         runs the scorer (then ``on_round``) until that round is scored. Returns what ``feed`` returns;
-        an exception on either side stops both and is raised here. Needs a pipeline built ``split``."""
+        an exception on either side stops both and is raised here, as is a model that cannot be
+        loaded (:class:`scoring.worker.ModelUnavailable`). Needs a pipeline built ``split``."""
         rounds = self.features.producer
         if not isinstance(rounds, Rounds):
             raise TypeError("run_split needs a pipeline built with split=True")
@@ -199,9 +200,9 @@ class Pipeline:
 
         thread = threading.Thread(target=features_side, name="motorwatch-features", daemon=True)
         thread.start()
-        self.scorer.prepare()  # the model loads while the feature side starts
         producer = self.bus.producer()
         try:
+            self.scorer.prepare()  # the model loads while the feature side starts
             for messages in rounds:
                 for topic, batch in messages:
                     producer.send_batch(topic, batch)

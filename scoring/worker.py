@@ -64,6 +64,10 @@ from scoring.sequences import Sequences, SequenceStore
 log = logging.getLogger(__name__)
 
 
+class ModelUnavailable(RuntimeError):
+    """No model could be loaded from the registry (see :meth:`Scorer.prepare`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ScorerConfig:
     """How the scorer batches, publishes and reloads. Alert thresholds live in the profile."""
@@ -129,6 +133,7 @@ class Scorer:
         self.last_emit = np.zeros(0)
         self._next_check = 0.0
         self._failed_version: str | None = None
+        self._load_error: str | None = None
         self._next_lag = 0.0
         self._suppressed_seen = 0
         self._warned_empty = False
@@ -136,8 +141,11 @@ class Scorer:
 
     def prepare(self) -> None:
         """Load the registry's latest model now rather than at the first poll, e.g. while another
-        thread starts the stages upstream."""
+        thread starts the stages upstream. Raises :class:`ModelUnavailable` when there is none to
+        score with: a back-test has nothing to wait for (a live scorer waits for one instead)."""
         self._maybe_reload()
+        if self.predictor is None:
+            raise ModelUnavailable(self._load_error or f"no model in the registry {self.registry}")
 
     def _maybe_reload(self) -> None:
         now = time.monotonic()
@@ -163,6 +171,7 @@ class Scorer:
                 "cannot load model %s, keeping %s: %s", version, getattr(self.predictor, "version", None), exc
             )
             self._failed_version = version
+            self._load_error = f"cannot load model {version}: {exc}"
             return
         old = self.predictor
         shape = (predictor.feature_names, predictor.seq_len, predictor.seq_step, predictor.state_size)

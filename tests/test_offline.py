@@ -25,6 +25,7 @@ from models.training import train
 from motorwatch.cli import main
 from motorwatch.offline import COLUMNS, score_logs
 from motorwatch.pipeline import NoModelError, Rounds
+from scoring.worker import ModelUnavailable
 
 CMAPSS = load_profile("cmapss")
 
@@ -175,6 +176,19 @@ def test_columns_handed_over_between_the_stages_score_as_json_would(
         runs[True].alerts,
         runs[True].dead_letters,
     )
+
+
+def test_a_model_of_another_feature_spec_fails_the_back_test_loudly(demo_registry, unseen, tmp_path) -> None:
+    """A motor model cannot score C-MAPSS features: the back-test must fail and say why, not write
+    an empty file and succeed (every reading is scored or dead-lettered)."""
+    log, _ = unseen
+    out = tmp_path / "scores.csv"
+    with pytest.raises(ModelUnavailable, match="feature spec"):
+        score_logs([log], CMAPSS, demo_registry, out, fmt="cmapss", progress=False)
+    assert not out.exists() and _no_feature_thread_left()
+    args = ["replay", str(log), "--format", "cmapss", "--profile", "cmapss", "--out", str(out)]
+    result = CliRunner().invoke(main, [*args, "--registry", str(demo_registry)])
+    assert result.exit_code == 1 and "cannot load model v0001" in result.output and not out.exists()
 
 
 def _fail_on_call(monkeypatch, stage: type, n: int, error: BaseException) -> None:
