@@ -12,6 +12,7 @@ memory as columns (about 40 bytes a score); thin a long log's output with ``scor
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -119,16 +120,21 @@ def score_logs(
     progress: bool | None = None,
     json_between_stages: bool = False,
 ) -> OfflineResult:
-    """Replay ``paths`` through features and scoring with the registry's latest model; write ``out``
+    """Replay ``paths`` through features and scoring with the registry's latest model at the start
+    (kept to the end, so every score of a back-test comes from one model); write ``out``
     (``.csv`` or ``.parquet``). The stages hand readings and feature vectors over as columns;
     ``json_between_stages``: as JSON, as a Kafka deployment does (same output; for comparison)."""
     if out.suffix not in (".csv", ".parquet"):
         raise ValueError(f"--out {out}: write .csv or .parquet")
     bus = InProcessBus()
     try:
-        # No live clock; inference on every core (a batch split across threads scores exactly as one).
+        # No live clock; inference on every core (a batch split across threads scores exactly as one);
+        # one model for the whole log: a version registered meanwhile is not picked up.
         scorer = ScorerConfig(
-            score_interval=score_interval, measure_latency=False, inference_threads=os.cpu_count() or 1
+            score_interval=score_interval,
+            measure_latency=False,
+            inference_threads=os.cpu_count() or 1,
+            reload_interval_s=math.inf,
         )
         pipeline = Pipeline.build(
             bus, profile, registry, scorer, json_features=json_between_stages, batch=BATCH, split=True

@@ -6,7 +6,9 @@ failure as in the NASA test protocol, are replayed through features and scoring 
 
 from __future__ import annotations
 
+import shutil
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +191,33 @@ def test_a_model_of_another_feature_spec_fails_the_back_test_loudly(demo_registr
     args = ["replay", str(log), "--format", "cmapss", "--profile", "cmapss", "--out", str(out)]
     result = CliRunner().invoke(main, [*args, "--registry", str(demo_registry)])
     assert result.exit_code == 1 and "cannot load model v0001" in result.output and not out.exists()
+
+
+def test_a_model_registered_during_the_back_test_does_not_change_its_scores(
+    registry, unseen, tmp_path, monkeypatch
+) -> None:
+    """A live scorer hot-reloads a new version; a back-test must score the whole log with the model
+    it started with, or its output would depend on when someone trained."""
+    log, frame = unseen
+    mine = tmp_path / "registry"
+    shutil.copytree(registry, mine)
+    real = features.worker.FeatureWorker.run_once
+    rounds = []
+
+    def a_new_version_on_the_third_round(self, *args, **kwargs):
+        rounds.append(1)
+        if len(rounds) == 3:
+            shutil.copytree(mine / "v0001", mine / "v0002")
+            (mine / "latest").write_text("v0002\n")
+            time.sleep(1.5)  # past the live scorer's reload check (1 s)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(features.worker.FeatureWorker, "run_once", a_new_version_on_the_third_round)
+    out = tmp_path / "scores.csv"
+    score_logs([log], CMAPSS, mine, out, fmt="cmapss", send_rows=50, progress=False)
+    assert Registry(mine).latest_version() == "v0002" and len(rounds) > 3
+    scores = pd.read_csv(out)
+    assert len(scores) == len(frame) and set(scores["model_version"]) == {"v0001"}
 
 
 def _fail_on_call(monkeypatch, stage: type, n: int, error: BaseException) -> None:
