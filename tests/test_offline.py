@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -201,18 +202,13 @@ def test_a_model_registered_during_the_back_test_does_not_change_its_scores(
     log, frame = unseen
     mine = tmp_path / "registry"
     shutil.copytree(registry, mine)
-    real = features.worker.FeatureWorker.run_once
-    rounds = []
 
-    def a_new_version_on_the_third_round(self, *args, **kwargs):
-        rounds.append(1)
-        if len(rounds) == 3:
-            shutil.copytree(mine / "v0001", mine / "v0002")
-            (mine / "latest").write_text("v0002\n")
-            time.sleep(1.5)  # past the live scorer's reload check (1 s)
-        return real(self, *args, **kwargs)
+    def register_a_new_version() -> None:
+        shutil.copytree(mine / "v0001", mine / "v0002")
+        (mine / "latest").write_text("v0002\n")
+        time.sleep(1.5)  # past the live scorer's reload check (1 s)
 
-    monkeypatch.setattr(features.worker.FeatureWorker, "run_once", a_new_version_on_the_third_round)
+    rounds = _on_call(monkeypatch, features.worker.FeatureWorker, 3, register_a_new_version)
     out = tmp_path / "scores.csv"
     score_logs([log], CMAPSS, mine, out, fmt="cmapss", send_rows=50, progress=False)
     assert Registry(mine).latest_version() == "v0002" and len(rounds) > 3
@@ -220,17 +216,27 @@ def test_a_model_registered_during_the_back_test_does_not_change_its_scores(
     assert len(scores) == len(frame) and set(scores["model_version"]) == {"v0001"}
 
 
-def _fail_on_call(monkeypatch, stage: type, n: int, error: BaseException) -> None:
-    """The ``n``-th ``run_once`` of ``stage`` raises ``error``."""
+def _on_call(monkeypatch, stage: type, n: int, action: Callable[[], None]) -> list[int]:
+    """``action()`` runs before the ``n``-th ``run_once`` of ``stage``; returns the calls so far."""
     real, calls = stage.run_once, []
 
     def run_once(self, *args, **kwargs):
         calls.append(1)
         if len(calls) == n:
-            raise error
+            action()
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(stage, "run_once", run_once)
+    return calls
+
+
+def _fail_on_call(monkeypatch, stage: type, n: int, error: BaseException) -> None:
+    """The ``n``-th ``run_once`` of ``stage`` raises ``error``."""
+
+    def fail() -> None:
+        raise error
+
+    _on_call(monkeypatch, stage, n, fail)
 
 
 def _no_feature_thread_left() -> bool:
