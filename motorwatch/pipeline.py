@@ -31,7 +31,7 @@ from ingest.bus import Bus, BusError, Consumer, Record
 from ingest.inproc import InProcessBus
 from ingest.profiles import Profile
 from models.registry import Registry
-from scoring.worker import Scorer, ScorerConfig
+from scoring.worker import ModelUnavailable, Scorer, ScorerConfig
 
 # What a reader of the pipeline's outputs (the demo's console, offline scoring) subscribes to.
 OUTPUT_TOPICS = (topics.SCORES, topics.ALERTS, topics.READINGS_DLQ, topics.FEATURES_DLQ)
@@ -96,8 +96,8 @@ class Rounds:
         raise self.Stopped("the scoring side stopped")
 
 
-class NoModelError(RuntimeError):
-    """The registry holds no model to score with."""
+class NoModelError(ModelUnavailable):
+    """The registry holds no model to score with (refused before any stage starts)."""
 
 
 @dataclass

@@ -90,12 +90,11 @@ def _skipped(skipped: dict[str, int]) -> str:
 
 def _score_offline(logs: list[Path], prof, registry: Path, out: Path, fmt: str | None, report) -> None:
     from motorwatch.offline import score_logs
-    from motorwatch.pipeline import NoModelError
     from scoring.worker import ModelUnavailable
 
     try:
         result = score_logs(logs, prof, registry, out, fmt=fmt, on_bad_row=report)
-    except (NoModelError, ModelUnavailable, ValueError) as exc:
+    except (ModelUnavailable, ValueError) as exc:  # NoModelError included
         raise click.ClickException(str(exc)) from None
     click.echo(
         f"scored {result.replay.published} readings into {result.scores} scores ({result.alerts} alert "
