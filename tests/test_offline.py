@@ -6,6 +6,7 @@ failure as in the NASA test protocol, are replayed through features and scoring 
 
 from __future__ import annotations
 
+import gc
 import shutil
 import threading
 import time
@@ -277,6 +278,31 @@ def test_a_failure_on_the_scoring_side_stops_the_feature_side(
     caller.join(timeout=120)  # a deadlock guard, far beyond the second it takes
     assert not caller.is_alive(), "the back-test hangs: the feature side waits for room forever"
     assert [type(e) for e in raised] == [MemoryError] and _no_feature_thread_left()
+
+
+def test_a_back_test_gives_the_garbage_collector_back_as_it_found_it(
+    registry, unseen, tmp_path, monkeypatch
+) -> None:
+    """A back-test tunes the collector for itself (``motorwatch.offline._quiet_collector``). A caller
+    that scores logs in a long-lived process (a notebook, a service) gets its thresholds back, and
+    the objects frozen meanwhile are collectable again: after a back-test, and after one that failed."""
+    log, _ = unseen
+    before = gc.get_threshold(), gc.get_freeze_count()
+    during: list[tuple[tuple[int, ...], int]] = []
+    _on_call(
+        monkeypatch,
+        scoring.worker.Scorer,
+        2,
+        lambda: during.append((gc.get_threshold(), gc.get_freeze_count())),
+    )
+    score_logs([log], CMAPSS, registry, tmp_path / "s.csv", fmt="cmapss", send_rows=50, progress=False)
+    assert during[0][0][0] > before[0][0] and during[0][1] > before[1]
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before
+
+    _fail_on_call(monkeypatch, features.worker.FeatureWorker, 3, OSError("disk gone"))
+    with pytest.raises(OSError, match="disk gone"):
+        score_logs([log], CMAPSS, registry, tmp_path / "t.csv", fmt="cmapss", send_rows=50, progress=False)
+    assert (gc.get_threshold(), gc.get_freeze_count()) == before
 
 
 def test_rounds_come_out_whole_and_in_order_and_stop_unblocks_the_sender() -> None:
