@@ -1,8 +1,10 @@
 """Offline scoring of historical logs (``motorwatch replay LOG --out scores.csv``): a back-test.
 
 Replay, the feature worker and the scorer run in one process on the in-process bus (see
-:mod:`motorwatch.pipeline`); a reader folds the outputs into one row per emitted score:
-``asset_id, ts, risk, rul, alert_state, priority, model_version``. ``alert_state`` is the asset's
+:mod:`motorwatch.pipeline`). The scorer hands its scores straight to the file's columns (its
+``score_sink``: nobody else here reads them), and a reader of the alerts topic folds the alert
+states in, one row per emitted score: ``asset_id, ts, risk, rul, alert_state, priority,
+model_version``. ``alert_state`` is the asset's
 alert after that score (``active`` or ``none``), ``priority`` that alert's priority (empty when none).
 
 Rows are written sorted by ``(ts, asset_id)``: the order is a property of the log and the model
@@ -19,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +33,8 @@ from ingest.inproc import InProcessBus
 from ingest.profiles import Profile
 from ingest.readers import BadRow
 from ingest.replay import ReplayResult, replay
-from ingest.schemas import Alert, DeadLetter, ScoreColumns, decode_many, score_columns
-from motorwatch.pipeline import DEAD_LETTER_TOPICS, OUTPUT_TOPICS, Pipeline, values_by_topic
+from ingest.schemas import Alert, DeadLetter, ScoreBlock, decode_many
+from motorwatch.pipeline import DEAD_LETTER_TOPICS, Pipeline, values_by_topic
 from scoring.worker import ScorerConfig
 
 COLUMNS = ("asset_id", "ts", "risk", "rul", "alert_state", "priority", "model_version")
@@ -55,22 +58,22 @@ class OfflineResult:
 
 @dataclass
 class _Outputs:
-    """Reads the pipeline's outputs off the bus into columns (one batch decode per poll)."""
+    """The pipeline's outputs: the scorer's score blocks as it hands them over (its ``score_sink``),
+    and the alerts and dead letters read off the bus (one batch decode per poll)."""
 
     bus: Bus
-    scores: list[ScoreColumns] = field(default_factory=list)  # one per poll
+    scores: list[ScoreBlock]
     alerts: list[tuple[str, float, str, str]] = field(default_factory=list)
     dead_letters: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
-        self.consumer = self.bus.consumer(OUTPUT_TOPICS, _GROUP)
+        self.consumer = self.bus.consumer([topics.ALERTS, *DEAD_LETTER_TOPICS], _GROUP)
 
     def __call__(self) -> int:
         records = self.consumer.poll_batch(65_536, 0.0)
         if not records:
             return 0
         by_topic = values_by_topic(records)
-        self.scores.append(score_columns(by_topic.get(topics.SCORES, [])))
         alerts, _ = decode_many(by_topic.get(topics.ALERTS, []), Alert)
         self.alerts += [(a.asset_id, a.ts, a.state, a.priority) for _, a in alerts if a.kind != "flood"]
         for topic in DEAD_LETTER_TOPICS:
@@ -84,11 +87,11 @@ class _Outputs:
         s = self.scores
         frame = pd.DataFrame(
             {
-                "asset_id": [a for c in s for a in c.asset_id],
-                "ts": np.concatenate([np.empty(0), *(c.ts for c in s)]),  # typed when there are none
-                "risk": np.concatenate([np.empty(0), *(c.risk for c in s)]),
-                "rul": np.concatenate([np.empty(0), *(c.rul for c in s)]),
-                "model_version": [v for c in s for v in c.model_version],
+                "asset_id": [a for b in s for a in b.asset_id],
+                "ts": np.concatenate([np.empty(0), *(b.ts for b in s)]),  # typed when there are none
+                "risk": np.concatenate([np.empty(0), *(b.risk for b in s)]),
+                "rul": np.concatenate([np.empty(0), *(b.rul for b in s)]),
+                "model_version": [v for b in s for v in repeat(b.model_version, len(b.ts))],
             }
         )
         frame = frame.sort_values(["ts", "asset_id"], kind="stable", ignore_index=True)
@@ -133,16 +136,18 @@ def score_logs(
         try:
             # No live clock; inference on every core (a batch split across threads scores exactly as one);
             # one model for the whole log: a version registered meanwhile is not picked up.
+            scores: list[ScoreBlock] = []
             scorer = ScorerConfig(
                 score_interval=score_interval,
                 measure_latency=False,
                 inference_threads=os.cpu_count() or 1,
                 reload_interval_s=math.inf,
+                score_sink=scores.append,
             )
             pipeline = Pipeline.build(
                 bus, profile, registry, scorer, json_features=json_between_stages, batch=BATCH, split=True
             )
-            outputs = _Outputs(bus)
+            outputs = _Outputs(bus, scores)
             producer = bus.producer()
             result = pipeline.run_split(
                 lambda pump: replay(

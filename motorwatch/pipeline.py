@@ -33,7 +33,7 @@ from ingest.profiles import Profile
 from models.registry import Registry
 from scoring.worker import ModelUnavailable, Scorer, ScorerConfig
 
-# What a reader of the pipeline's outputs (the demo's console, offline scoring) subscribes to.
+# What a reader of the pipeline's outputs (the demo's console) subscribes to.
 OUTPUT_TOPICS = (topics.SCORES, topics.ALERTS, topics.READINGS_DLQ, topics.FEATURES_DLQ)
 DEAD_LETTER_TOPICS = (topics.READINGS_DLQ, topics.FEATURES_DLQ)
 T = TypeVar("T")

@@ -90,6 +90,9 @@ class ScorerConfig:
     inference_threads: int = 1
     # Scores go to readers in this process (in-process bus) as ScoreRow values rather than JSON.
     columns_in_process: bool = False
+    # Scores handed to this callable, one block per batch, instead of being published: a back-test
+    # that writes them to a file. Alerts, jobs and dead letters are still published.
+    score_sink: Callable[[ScoreBlock], object] | None = None
 
 
 class Scorer:
@@ -373,7 +376,10 @@ class Scorer:
             self.profile.rul_unit,
             predictor.version,
         )
-        out[topics.SCORES] = block.rows() if self.config.columns_in_process else block.messages()
+        if self.config.score_sink is not None:
+            self.config.score_sink(block)
+        else:
+            out[topics.SCORES] = block.rows() if self.config.columns_in_process else block.messages()
         metrics.observe_many(metrics.FLEET_RISK, risk[emit])
         if self.live:
             happened = rows.ts[emit]

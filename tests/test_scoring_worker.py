@@ -244,6 +244,37 @@ def test_feature_blocks_handed_over_in_one_process_score_as_their_json_would():
     assert any(kind == "no_data" for _, _, kind, _ in as_rows[1])
 
 
+def test_a_score_sink_takes_every_score_the_topic_would_have_and_alerts_are_still_published():
+    """``ScorerConfig.score_sink`` (a back-test writing its file): each batch's scores go to the sink
+    as one block, the same scores a reader of the topic gets, while the topic stays empty; alerts
+    and dead letters go to their topics as ever."""
+    messages = [*stream(), (b"m9", b"{not json")]
+
+    def run(**kw) -> tuple[InProcessBus, int]:
+        bus = InProcessBus(partitions=3)
+        bus.producer().send_batch(topics.FEATURES, messages)
+        return bus, drain(make_scorer(bus, DoubleRegistry(), batch_size=16, **kw))
+
+    published, consumed = run()
+    blocks: list = []
+    sunk, consumed_with_sink = run(score_sink=blocks.append)
+    assert consumed_with_sink == consumed == 61
+    expected = sorted(
+        (s.asset_id, s.ts, s.risk, s.rul, s.model_version) for s in read(published, topics.SCORES, Score)
+    )
+    got = sorted(
+        (a, t, r, u, b.model_version)
+        for b in blocks
+        for a, t, r, u in zip(b.asset_id, b.ts.tolist(), b.risk.tolist(), b.rul.tolist(), strict=True)
+    )
+    assert len(expected) == 60 and got == expected and len(blocks) > 1
+    assert read(sunk, topics.SCORES, Score) == []
+    assert sorted((a.asset_id, a.state) for a in read(sunk, topics.ALERTS, Alert)) == [
+        (f"m{i}", "raised") for i in (0, 2, 4)
+    ]
+    assert [d.reason for d in read(sunk, topics.FEATURES_DLQ, DeadLetter)] == ["not_json"]
+
+
 def test_score_cadence_publishes_at_most_one_score_per_interval_but_alerts_on_every_score():
     bus = InProcessBus(partitions=1)
     bus.producer().send_batch(topics.FEATURES, [(b"m1", features("m1", float(t), 0.95)) for t in range(10)])
