@@ -21,11 +21,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import repeat
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ingest import topics
 from ingest.bus import Bus
@@ -85,13 +85,14 @@ class _Outputs:
     def table(self) -> pd.DataFrame:
         """The score rows with the alert state after each, sorted by ``(ts, asset_id)``."""
         s = self.scores
+        versions, per_block = np.unique([b.model_version for b in s], return_inverse=True)
         frame = pd.DataFrame(
             {
-                "asset_id": [a for b in s for a in b.asset_id],
+                "asset_id": pd.array(pa.array([a for b in s for a in b.asset_id], pa.string()), dtype="str"),
                 "ts": np.concatenate([np.empty(0), *(b.ts for b in s)]),  # typed when there are none
                 "risk": np.concatenate([np.empty(0), *(b.risk for b in s)]),
                 "rul": np.concatenate([np.empty(0), *(b.rul for b in s)]),
-                "model_version": [v for b in s for v in repeat(b.model_version, len(b.ts))],
+                "model_version": _strings(np.repeat(per_block, [len(b.ts) for b in s]), versions),
             }
         )
         frame = frame.sort_values(["ts", "asset_id"], kind="stable", ignore_index=True)
@@ -107,9 +108,16 @@ class _Outputs:
         # An alert raised by a score carries that score's ts: the score shows it (backward, inclusive).
         frame = pd.merge_asof(frame, alerts, on="ts", by="asset_id", direction="backward")
         active = frame["state"].isin(["raised", "updated"]).to_numpy()
-        frame["alert_state"] = np.where(active, "active", "none")
-        frame["priority"] = np.where(active, frame["priority"].fillna(""), "")
+        frame["alert_state"] = _strings(active.astype(np.int8), ["none", "active"])
+        codes, priorities = pd.factorize(frame["priority"].where(active, "").fillna(""))
+        frame["priority"] = _strings(codes, priorities)
         return frame[list(COLUMNS)]
+
+
+def _strings(codes: np.ndarray, names: Sequence[str]) -> pd.api.extensions.ExtensionArray:
+    """``names[codes]`` as a column of strings, built in Arrow (no Python string per row)."""
+    strings = pa.DictionaryArray.from_arrays(codes, pa.array(list(names), pa.string()))
+    return pd.array(strings.dictionary_decode(), dtype="str")
 
 
 def score_logs(
