@@ -104,12 +104,15 @@ class AlertPolicy:
         For a stale row, ``risk``/``rul`` are the asset's last scored values (reported in the alert)."""
         cfg = self.config
         out: list[Transition] = []
-        ts_l, risk_l, rul_l, stale_l = _floats(ts), _floats(risk), _floats(rul), list(map(bool, stale))
+        r_a, u_a = np.asarray(risk, dtype=np.float64), np.asarray(rul, dtype=np.float64)
+        s_a = np.asarray(stale, dtype=bool)
+        # The loop below reads Python floats and bools (tolist: one C call per column).
+        ts_l, risk_l, rul_l = np.asarray(ts, dtype=np.float64).tolist(), r_a.tolist(), u_a.tolist()
+        stale_l = s_a.tolist()
         assets, settled = self.assets, self.settled
         # Only rows of assets with something going on can change state: beyond an on-threshold,
         # stale, or already tracked. In a healthy fleet that is a small fraction of the rows.
-        r_a, u_a = np.asarray(risk_l), np.asarray(rul_l)
-        hot = np.flatnonzero((r_a >= cfg.on_risk) | (u_a < cfg.on_rul) | np.asarray(stale_l, dtype=bool))
+        hot = np.flatnonzero((r_a >= cfg.on_risk) | (u_a < cfg.on_rul) | s_a)
         busy = {asset_ids[i] for i in hot.tolist()}
         busy.update(assets)
         rows = [i for i, aid in enumerate(asset_ids) if aid in busy] if busy else []
@@ -324,8 +327,3 @@ class AlertPolicy:
             if st.suppressed and st.alert_id is not None:
                 st.suppressed = False
                 self._emit(-1, aid, st, "raised", out)
-
-
-def _floats(xs: Sequence[float]) -> list[float]:
-    tolist = getattr(xs, "tolist", None)
-    return [float(x) for x in (tolist() if tolist else xs)]
