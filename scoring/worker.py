@@ -25,12 +25,15 @@ in training). Each asset's baseline for alert drivers is relearnt from its next 
 
 from __future__ import annotations
 
+import collections
+import itertools
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +65,8 @@ from scoring.scheduler import PlanItem, Scheduler, write_schedule
 from scoring.sequences import Sequences, SequenceStore
 
 log = logging.getLogger(__name__)
+_TOPIC, _VALUE, _BLOCK = attrgetter("topic"), attrgetter("value"), attrgetter("block")
+_TOPIC_PARTITION = attrgetter("topic", "partition")
 
 
 class ModelUnavailable(RuntimeError):
@@ -259,14 +264,18 @@ class Scorer:
             topics.ALERTS: [],
             topics.SCHEDULE: [],
         }
-        is_maint = [r.topic == self._maintenance_topic for r in records]
-        feats = [r for r, m in zip(records, is_maint, strict=True) if not m]
-        maint_pos = [i for i, m in enumerate(is_maint) if m]
-        for r in records:
-            self._position[(r.topic, r.partition)] = r.offset + 1
+        maintenance = self._maintenance_topic
+        if maintenance in map(_TOPIC, records):
+            is_maint = np.array([r.topic == maintenance for r in records], dtype=bool)
+            feat_pos, maint_pos = np.flatnonzero(~is_maint), np.flatnonzero(is_maint).tolist()
+            feats = [records[i] for i in feat_pos.tolist()]
+        else:  # the usual batch: feature vectors only
+            feat_pos, maint_pos, feats = np.arange(len(records)), [], records
+        for tp, run in itertools.groupby(records, _TOPIC_PARTITION):  # in runs by partition
+            self._position[tp] = collections.deque(run, maxlen=1)[0].offset + 1
         metrics.MESSAGES_IN.labels(topic=topics.FEATURES).inc(len(feats))
 
-        rows = self._decode(feats, [i for i, m in enumerate(is_maint) if not m])
+        rows = self._decode(feats, feat_pos)
         slots, keep = store.admit(rows.asset_ids, rows.ts, rows.stale)
         self._grow(len(store))
         if not keep.all():
@@ -311,21 +320,21 @@ class Scorer:
                 self.producer.send_batch(self._prefix + topic, msgs)
                 metrics.MESSAGES_OUT.labels(topic=topic).inc(len(msgs))
 
-    def _decode(self, feats: list[Record], pos: list[int]) -> _Rows:
-        """Feature messages as columns: a feature worker in this process hands its
-        :class:`FeatureBlock` rows over as they are (the model's own feature names); JSON is decoded."""
-        values = [r.value for r in feats]
-        refs = [v for v in values if type(v) is FeatureRow]
-        if refs:
+    def _decode(self, feats: list[Record], pos: np.ndarray) -> _Rows:
+        """Feature messages as columns (``pos``: their index in the polled batch): a feature worker in
+        this process hands its :class:`FeatureBlock` rows over as they are (the model's own feature
+        names); JSON is decoded."""
+        values = list(map(_VALUE, feats))
+        kinds = set(map(type, values))
+        if FeatureRow in kinds:
             names = self.predictor.feature_names
-            blocks = {id(ref.block): ref.block for ref in refs}.values()
-            if len(refs) == len(values) and all(b.names == names for b in blocks):
-                return _from_blocks(refs, pos, len(names))
+            if kinds == {FeatureRow} and all(b.names == names for b in set(map(_BLOCK, values))):
+                return _from_blocks(values, pos, len(names))
             # Rows of another feature spec (or a mix): as JSON, so they are dead-lettered as such.
             values = list(map(raw, values))
         return self._decode_json(feats, values, pos)
 
-    def _decode_json(self, feats: list[Record], values: list[bytes], pos: list[int]) -> _Rows:
+    def _decode_json(self, feats: list[Record], values: list[bytes], pos: np.ndarray) -> _Rows:
         """Valid feature messages (``values``: the JSON of ``feats``) as columns; the rest
         dead-lettered with their reason.
 
@@ -341,7 +350,7 @@ class Scorer:
             np.array([m.ts for m in msgs], dtype=np.float64),
             np.array([m.stale for m in msgs], dtype=bool),
             np.array(vectors, dtype=np.float32).reshape(len(vectors), len(self.predictor.feature_names)),
-            np.array([pos[i] for i, _ in decoded], dtype=np.int64),
+            pos[np.array([i for i, _ in decoded], dtype=np.intp)],
         )
 
     def _score(self, rows: _Rows, slots: np.ndarray, out: dict[str, list]) -> tuple[np.ndarray, np.ndarray]:
@@ -594,7 +603,7 @@ class _Rows:
         return _Rows(ids, self.ts[keep], self.stale[keep], self.x[keep], self.pos[keep])
 
 
-def _from_blocks(refs: list[FeatureRow], pos: list[int], width: int) -> _Rows:
+def _from_blocks(refs: list[FeatureRow], pos: np.ndarray, width: int) -> _Rows:
     """:class:`FeatureRow` values as columns, exactly as their JSON would decode (non-finite
     features and stale markers' features undefined: NaN)."""
     n = len(refs)
@@ -607,7 +616,7 @@ def _from_blocks(refs: list[FeatureRow], pos: list[int], width: int) -> _Rows:
         else:
             values = block.values[rows]
             x[at] = np.where(np.isfinite(values), values, np.nan)
-    return _Rows([ref.block.asset_id[ref.row] for ref in refs], ts, stale, x, np.asarray(pos, dtype=np.int64))
+    return _Rows([ref.block.asset_id[ref.row] for ref in refs], ts, stale, x, pos)
 
 
 def _card(registry: Any, version: str) -> Any:
