@@ -319,7 +319,7 @@ class ReadingBatch:
             rows = np.flatnonzero(rows)
         return ReadingBatch(
             self.signals,
-            [self.asset_id[i] for i in rows],
+            list(map(self.asset_id.__getitem__, rows.tolist())),
             self.ts[rows],
             self.values[rows],
             self.index[rows],
@@ -515,9 +515,10 @@ def score_columns(values: Sequence[bytes | ScoreRow]) -> ScoreColumns:
     if values and all(type(v) is ScoreRow for v in values):
         n = len(values)
         ts, risk, rul = np.empty(n), np.empty(n), np.empty(n)
-        for block, at, rows in by_source(values, lambda v: v.block):
+        groups = by_source(values, lambda v: v.block)
+        for block, at, rows in groups:
             ts[at], risk[at], rul[at] = block.ts[rows], block.risk[rows], block.rul[rows]
-        asset_id = [v.block.asset_id[v.row] for v in values]
+        asset_id = ids_of_groups(groups, lambda block: block.asset_id, n)
         return ScoreColumns(asset_id, ts, risk, rul, [v.block.model_version for v in values])
     scores = [s for _, s in decode_many(list(map(raw, values)), Score)[0]]
     return ScoreColumns(
@@ -574,6 +575,21 @@ def by_source(refs: Sequence[R], source: Callable[[R], S]) -> list[tuple[S, list
     return list(groups.values())
 
 
+def ids_of_groups(
+    groups: list[tuple[S, list[int], list[int]]], ids: Callable[[S], Sequence[str]], n: int
+) -> list[str]:
+    """The asset id of each of ``n`` handed-over rows, from their :func:`by_source` groups."""
+    if len(groups) == 1:  # one source batch (the usual case): its rows in order
+        source, _, rows = groups[0]
+        return list(map(ids(source).__getitem__, rows))
+    out = [""] * n
+    for source, at, rows in groups:
+        of = ids(source)
+        for a, r in zip(at, rows, strict=True):
+            out[a] = of[r]
+    return out
+
+
 def decode_reading_rows(
     refs: Sequence[ReadingRow], profile: Profile
 ) -> tuple[ReadingBatch, list[Rejection]] | None:
@@ -582,13 +598,14 @@ def decode_reading_rows(
     the profile's, or an infinite value, which JSON writes as null): decode that, then."""
     n = len(refs)
     values, ts = np.empty((n, len(profile.signals))), np.empty(n)
-    for batch, at, rows in by_source(refs, lambda ref: ref.batch):
+    groups = by_source(refs, lambda ref: ref.batch)
+    for batch, at, rows in groups:
         if tuple(batch.signals) != tuple(profile.signal_names):
             return None
         values[at], ts[at] = batch.values[rows], batch.ts[rows]
     if np.isinf(values).any():
         return None
-    asset_id = [ref.batch.asset_id[ref.row] for ref in refs]
+    asset_id = ids_of_groups(groups, lambda batch: batch.asset_id, n)
     return _checked(asset_id, ts, values, np.arange(n, dtype=np.int64), [], profile)
 
 

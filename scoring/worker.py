@@ -53,6 +53,7 @@ from ingest.schemas import (
     by_source,
     decode_many,
     encode,
+    ids_of_groups,
     named_floats,
     raw,
 )
@@ -609,14 +610,15 @@ def _from_blocks(refs: list[FeatureRow], pos: np.ndarray, width: int) -> _Rows:
     n = len(refs)
     x = np.full((n, width), np.nan, dtype=np.float32)
     ts, stale = np.empty(n), np.zeros(n, dtype=bool)
-    for block, at, rows in by_source(refs, lambda ref: ref.block):
+    groups = by_source(refs, lambda ref: ref.block)
+    for block, at, rows in groups:
         ts[at] = block.ts[rows]
         if block.stale:
             stale[at] = True
         else:
             values = block.values[rows]
             x[at] = np.where(np.isfinite(values), values, np.nan)
-    return _Rows([ref.block.asset_id[ref.row] for ref in refs], ts, stale, x, pos)
+    return _Rows(ids_of_groups(groups, lambda block: block.asset_id, n), ts, stale, x, pos)
 
 
 def _card(registry: Any, version: str) -> Any:
