@@ -97,7 +97,9 @@ class ScorerConfig:
     # Scores go to readers in this process (in-process bus) as ScoreRow values rather than JSON.
     columns_in_process: bool = False
     # Scores handed to this callable, one block per batch, instead of being published: a back-test
-    # that writes them to a file. Alerts, jobs and dead letters are still published.
+    # that writes them to a file. Alerts, jobs and dead letters are still published. It is called
+    # before the batch's offsets are committed, so a batch redelivered after a crash is handed over
+    # again (a back-test, which starts from the log again, never redelivers).
     score_sink: Callable[[ScoreBlock], object] | None = None
 
 
