@@ -167,8 +167,8 @@ class SequenceStore:
         order = np.argsort(slots, kind="stable")
         sorted_slots = slots[order]
         unique = bool((sorted_slots[1:] != sorted_slots[:-1]).all())
-        kept = self._kept(slots, ts, unique)
         if unique:
+            kept = self._kept(slots, ts)
             version = self.version[slots]
             prefix = np.where(self.count[slots] > 0, version, np.where(kept, version + 1, -1))
             self.version[slots] += kept
@@ -176,7 +176,10 @@ class SequenceStore:
         first = np.flatnonzero(np.r_[True, sorted_slots[1:] != sorted_slots[:-1]])
         uniq = sorted_slots[first]
         sizes = np.diff(np.r_[first, n])
-        rank = np.arange(n) - np.repeat(first, sizes)
+        rank = np.arange(n) - np.repeat(first, sizes)  # of each row (by order) within its asset
+        by_rank = np.empty(n, dtype=np.int64)
+        by_rank[order] = rank
+        kept = self._kept(slots, ts, by_rank)
         prefix = self._prefix(slots, kept, order, first, sizes)
         if sizes.max() <= _FEW_REPEATS:  # e.g. a poll spanning two rounds of the fleet: shift in rounds
             seq = np.empty((n, t_len, self.n_features), dtype=np.float32)
@@ -233,22 +236,22 @@ class SequenceStore:
         np.add.at(self.version, slots, kept)
         return prefix
 
-    def _kept(self, slots: np.ndarray, ts: np.ndarray, unique: bool) -> np.ndarray:
+    def _kept(self, slots: np.ndarray, ts: np.ndarray, rank: np.ndarray | None = None) -> np.ndarray:
         """Which rows join their asset's history (all of them without a step); advances ``kept_ts``.
-        ``unique``: no asset repeats in the rows."""
+        ``rank``: each row's rank among its asset's rows in the batch (None: no asset repeats)."""
         if self.step <= 0:
             return np.ones(len(slots), dtype=bool)
         gap = self.step * (1.0 - STEP_TOLERANCE)
         kept_ts = self.kept_ts
-        if unique:
-            kept = ts - kept_ts[slots] >= gap
-            kept_ts[slots[kept]] = ts[kept]
-            return kept
         kept = np.zeros(len(slots), dtype=bool)
-        for i, (s, t) in enumerate(zip(slots.tolist(), ts.tolist(), strict=True)):
-            if t - kept_ts[s] >= gap:
-                kept_ts[s] = t
-                kept[i] = True
+        # Round r takes every asset's r-th row: within a round no asset repeats, so a vectorised
+        # step is exact, and a row sees what its asset's earlier rows kept.
+        rounds = [np.arange(len(slots))] if rank is None else _rounds(rank)
+        for rows in rounds:
+            s = slots[rows]
+            k = ts[rows] - kept_ts[s] >= gap
+            kept[rows[k]] = True
+            kept_ts[s[k]] = ts[rows[k]]
         return kept
 
     def _append_unique(self, slots: np.ndarray, x: np.ndarray, kept: np.ndarray) -> np.ndarray:
@@ -308,3 +311,9 @@ class SequenceStore:
             if start != 0:
                 new[n:] = start
             setattr(self, name, new)
+
+
+def _rounds(rank: np.ndarray) -> list[np.ndarray]:
+    """Row positions grouped by ``rank`` (0, 1, ...), each group in stream order."""
+    order = np.argsort(rank, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(rank[order])) + 1)
