@@ -297,7 +297,8 @@ class FeatureWorker:
         for p, (known, clock0, stale) in before.items():
             rows = np.flatnonzero(part == p)
             ids, index = known.ids, known.index
-            asset = np.array([index[batch.asset_id[i]] for i in rows.tolist()], dtype=np.int64)
+            ids_here = map(batch.asset_id.__getitem__, rows.tolist())
+            asset = np.fromiter(map(index.__getitem__, ids_here), dtype=np.int64, count=len(rows))
             marked, at, after, self._watermark[p] = compiled.silences(
                 asset,
                 batch.ts[rows],
