@@ -177,14 +177,12 @@ class SequenceStore:
         uniq = sorted_slots[first]
         sizes = np.diff(np.r_[first, n])
         rank = np.arange(n) - np.repeat(first, sizes)  # of each row (by order) within its asset
-        by_rank = np.empty(n, dtype=np.int64)
-        by_rank[order] = rank
-        kept = self._kept(slots, ts, by_rank)
+        rounds = _rounds(order, rank)
+        kept = self._kept(slots, ts, rounds)
         prefix = self._prefix(slots, kept, order, first, sizes)
         if sizes.max() <= _FEW_REPEATS:  # e.g. a poll spanning two rounds of the fleet: shift in rounds
             seq = np.empty((n, t_len, self.n_features), dtype=np.float32)
-            for r in range(int(sizes.max())):
-                rows = order[rank == r]  # each asset's r-th row (stream order within an asset)
+            for rows in rounds:
                 seq[rows] = self._append_unique(slots[rows], x[rows], kept[rows])
             return Sequences.of(seq, prefix)
         # One segment per asset: its stored history (T rows) followed by its new rows.
@@ -236,9 +234,10 @@ class SequenceStore:
         np.add.at(self.version, slots, kept)
         return prefix
 
-    def _kept(self, slots: np.ndarray, ts: np.ndarray, rank: np.ndarray | None = None) -> np.ndarray:
+    def _kept(self, slots: np.ndarray, ts: np.ndarray, rounds: list[np.ndarray] | None = None) -> np.ndarray:
         """Which rows join their asset's history (all of them without a step); advances ``kept_ts``.
-        ``rank``: each row's rank among its asset's rows in the batch (None: no asset repeats)."""
+        ``rounds``: the rows by their rank within their asset (:func:`_rounds`; None: no asset
+        repeats, one round)."""
         if self.step <= 0:
             return np.ones(len(slots), dtype=bool)
         gap = self.step * (1.0 - STEP_TOLERANCE)
@@ -246,8 +245,7 @@ class SequenceStore:
         kept = np.zeros(len(slots), dtype=bool)
         # Round r takes every asset's r-th row: within a round no asset repeats, so a vectorised
         # step is exact, and a row sees what its asset's earlier rows kept.
-        rounds = [np.arange(len(slots))] if rank is None else _rounds(rank)
-        for rows in rounds:
+        for rows in [np.arange(len(slots))] if rounds is None else rounds:
             s = slots[rows]
             k = ts[rows] - kept_ts[s] >= gap
             kept[rows[k]] = True
@@ -313,7 +311,8 @@ class SequenceStore:
             setattr(self, name, new)
 
 
-def _rounds(rank: np.ndarray) -> list[np.ndarray]:
-    """Row positions grouped by ``rank`` (0, 1, ...), each group in stream order."""
-    order = np.argsort(rank, kind="stable")
-    return np.split(order, np.flatnonzero(np.diff(rank[order])) + 1)
+def _rounds(order: np.ndarray, rank: np.ndarray) -> list[np.ndarray]:
+    """The rows grouped by asset (``order``) regrouped by their ``rank`` within their asset: round r
+    holds every asset's r-th row, so no asset repeats within a round."""
+    by_rank = np.argsort(rank, kind="stable")
+    return np.split(order[by_rank], np.flatnonzero(np.diff(rank[by_rank])) + 1)
