@@ -10,12 +10,15 @@ numpy run the graphs the bundle holds.
 ``predict`` also returns each row's :class:`LSTMState`, the LSTM's memory after its sequence's first
 ``T - 1`` vectors. ``predict_step(last, state)`` scores rows whose sequence is such a known history
 followed by ``last``: one LSTM step instead of ``T``, with the same bits as ``predict``.
+``begin(last)`` does both in one batch (:class:`Inference`): the forest starts at once on every
+row, then each row takes its whole sequence or its step.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,11 +188,12 @@ def _session(model: bytes):
 class Predictor:
     """Batched scoring of a bundle. ``threads``: cores to score on (1: one scorer per core).
 
-    With more threads a batch is cut into that many parts, each run through both graphs on its own
+    With more threads each graph's run on a batch is cut into that many parts, each on its own
     thread (onnxruntime releases the GIL). A row's scores do not depend on the rows beside it, so
     they are exactly those of one thread; and two threads split the work better than onnxruntime's
     own intra-op threads (the LSTM's 20 small steps each synchronise them): 56-63k against 56-57k
-    rows/s here, 31-32k on one."""
+    rows/s here, 31-32k on one. The forest's parts start first (:meth:`begin`), so they run while
+    the caller prepares the LSTM's inputs."""
 
     def __init__(self, bundle: ModelBundle, version: str = "unsaved", threads: int = 1) -> None:
         self.bundle = bundle
@@ -212,26 +216,26 @@ class Predictor:
         nan = np.isnan(a)
         return np.where(nan, self._fill, a) if nan.any() else a
 
-    def _run(self, last: np.ndarray, seq: np.ndarray) -> tuple[np.ndarray, ...]:
-        pf, rf = self._forest.run(None, {"x": last})
-        pl, rl, h, c = self._lstm.run(None, {"seq": seq})
-        return pf, rf, pl, rl, h, c
+    def _run_forest(self, last: np.ndarray) -> tuple[np.ndarray, ...]:
+        return tuple(self._forest.run(None, {"x": last}))
+
+    def _run_lstm(self, seq: np.ndarray) -> tuple[np.ndarray, ...]:
+        return tuple(self._lstm.run(None, {"seq": seq}))
 
     def _run_step(self, last: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, ...]:
-        pf, rf = self._forest.run(None, {"x": last})
-        pl, rl = self._step.run(None, {"x": last, "state_h": h, "state_c": c})
-        return pf, rf, pl, rl
+        return tuple(self._step.run(None, {"x": last, "state_h": h, "state_c": c}))
 
-    def _split(self, run, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
-        """``run(*arrays)``, the rows cut across the threads when there are enough of them."""
+    def _start(self, run, *arrays: np.ndarray) -> Callable[[], tuple[np.ndarray, ...]]:
+        """Start ``run(*arrays)``, the rows cut across the threads when there are enough of them;
+        the returned call waits for the outputs (at once with one part: it ran here)."""
         n = len(arrays[0])
         parts = min(self.threads, n // MIN_SPLIT_ROWS)
         if self._pool is None or parts < 2:
-            return run(*arrays)
-        cuts = np.linspace(0, n, parts + 1).astype(int)
-        ranges = list(itertools.pairwise(cuts.tolist()))
-        done = list(self._pool.map(lambda r: run(*(a[r[0] : r[1]] for a in arrays)), ranges))
-        return tuple(np.concatenate(outs) for outs in zip(*done, strict=True))
+            done = run(*arrays)
+            return lambda: done
+        cuts = np.linspace(0, n, parts + 1).astype(int).tolist()
+        pending = [self._pool.submit(run, *(a[lo:hi] for a in arrays)) for lo, hi in itertools.pairwise(cuts)]
+        return lambda: tuple(map(np.concatenate, zip(*(f.result() for f in pending), strict=True)))
 
     def _check(self, last: np.ndarray, seq_shape: tuple[int, ...] | None) -> None:
         """``last`` (n, f) with the model's f features, and ``seq`` (n, T, f) unless its shape is None."""
@@ -247,38 +251,32 @@ class Predictor:
         # float32 sums of tree votes can land a hair above 1: probabilities stay probabilities.
         return {"forest": (np.clip(pf, 0.0, 1.0), rf), "lstm": (np.clip(pl, 0.0, 1.0), rl)}
 
-    def _forward(self, last: np.ndarray, seq: np.ndarray) -> tuple[dict, LSTMState]:
-        self._check(last, np.shape(seq))
-        if len(last) == 0:
-            empty = np.zeros((0, self.state_size), np.float32)
-            outs = (np.zeros(0, np.float32),) * 4
-            return self._components(*outs), LSTMState(empty, empty)
-        pf, rf, pl, rl, h, c = self._split(self._run, self._clean(last), self._clean(seq))
-        return self._components(pf, rf, pl, rl), LSTMState(h, c)
+    def begin(self, last: np.ndarray) -> Inference:
+        """Start scoring ``n`` rows whose current feature vectors are ``last`` (n, f): the forest runs
+        on the inference threads from now on, while the caller gathers each row's LSTM input and
+        hands it to the returned :class:`Inference`."""
+        self._check(last, None)
+        return Inference(self, self._clean(last))
 
     def components(self, last: np.ndarray, seq: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Each model's own ``(p_fail, rul)`` before blending and calibration (for evaluation)."""
-        return self._forward(last, seq)[0]
+        run = self.begin(last)
+        run.sequences(slice(None), seq)
+        return run.components()
 
     def predict(self, last: np.ndarray, seq: np.ndarray) -> Prediction:
         """Calibrated ensemble risk and RUL for ``n`` rows, and each row's LSTM state after the first
         ``T - 1`` vectors of its sequence."""
-        components, state = self._forward(last, seq)
-        risk, rul = self._blend(components)
-        return Prediction(risk, rul, state)
+        run = self.begin(last)
+        state = run.sequences(slice(None), seq)
+        return Prediction(*run.result(), state)
 
     def predict_step(self, last: np.ndarray, state: LSTMState) -> Prediction:
         """:meth:`predict` for rows whose sequence is a history of ``T - 1`` vectors whose ``state``
         is known, followed by ``last``: the same scores, for a ``T``-th of the LSTM's work."""
-        self._check(last, None)
-        if np.shape(state.h) != (len(last), self.state_size) or np.shape(state.c) != np.shape(state.h):
-            raise ValueError(f"expected states (n, {self.state_size}), got {np.shape(state.h)}")
-        if len(last) == 0:
-            return Prediction(np.zeros(0), np.zeros(0))
-        risk, rul = self._blend(
-            self._components(*self._split(self._run_step, self._clean(last), state.h, state.c))
-        )
-        return Prediction(risk, rul)
+        run = self.begin(last)
+        run.steps(slice(None), state)
+        return Prediction(*run.result())
 
     def combine(self, components: dict[str, tuple[np.ndarray, np.ndarray]]) -> Prediction:
         """The ensemble's calibrated risk and RUL from :meth:`components`."""
@@ -317,3 +315,59 @@ class Predictor:
             ]
             for i, row in enumerate(top.tolist())
         ]
+
+
+class Inference:
+    """One batch being scored (:meth:`Predictor.begin`): the forest is running on every row; each row
+    then takes the LSTM once, either its whole sequence (:meth:`sequences`) or one step from a known
+    state (:meth:`steps`); :meth:`result` blends. A row's scores are the same bits either way, and
+    whatever rows share its batch or its thread."""
+
+    def __init__(self, predictor: Predictor, last: np.ndarray) -> None:
+        self._predictor, self._last = predictor, last
+        if len(last):
+            self._forest = predictor._start(predictor._run_forest, last)
+        else:
+            self._forest = lambda: (np.zeros(0, np.float32),) * 2
+        self._lstm: list[tuple[np.ndarray | slice, np.ndarray, np.ndarray]] = []
+
+    def sequences(self, rows: np.ndarray | slice, seq: np.ndarray) -> LSTMState:
+        """The LSTM over ``seq`` (k, T, f), the whole sequence of each of ``rows``; returns each row's
+        state after the first ``T - 1`` vectors."""
+        p = self._predictor
+        p._check(self._last[rows], np.shape(seq))
+        if len(seq) == 0:
+            empty = np.zeros((0, p.state_size), np.float32)
+            return LSTMState(empty, empty)
+        pl, rl, h, c = p._start(p._run_lstm, p._clean(seq))()
+        self._lstm.append((rows, pl, rl))
+        return LSTMState(h, c)
+
+    def steps(self, rows: np.ndarray | slice, state: LSTMState) -> None:
+        """One LSTM step for ``rows``, each from its history's ``state`` (:meth:`Predictor.predict_step`)."""
+        p, last = self._predictor, self._last[rows]
+        if np.shape(state.h) != (len(last), p.state_size) or np.shape(state.c) != np.shape(state.h):
+            raise ValueError(f"expected states (n, {p.state_size}), got {np.shape(state.h)}")
+        if len(last):
+            pl, rl = p._start(p._run_step, last, state.h, state.c)()
+            self._lstm.append((rows, pl, rl))
+
+    def components(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Each model's own ``(p_fail, rul)`` for every row; each row must have had its LSTM."""
+        n = len(self._last)
+        pf, rf = self._forest()
+        if len(self._lstm) == 1 and isinstance(self._lstm[0][0], slice):
+            _, pl, rl = self._lstm[0]  # every row at once (predict, predict_step)
+        else:
+            pl, rl, done = np.empty(n, np.float32), np.empty(n, np.float32), np.zeros(n, bool)
+            for rows, p, r in self._lstm:
+                pl[rows], rl[rows], done[rows] = p, r, True
+            if not done.all():
+                raise ValueError(f"{n - done.sum()} of {n} rows have had no LSTM (sequences or steps)")
+        if len(pl) != n:
+            raise ValueError(f"{len(pl)} LSTM outputs for {n} rows")
+        return self._predictor._components(pf, rf, pl, rl)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated ensemble risk and RUL of every row."""
+        return self._predictor._blend(self.components())

@@ -26,7 +26,8 @@ BATCH_SIZE = Histogram(
 )
 INFERENCE_SECONDS = Histogram(
     "motorwatch_scorer_inference_duration_seconds",
-    "Wall time of one batched ensemble inference call.",
+    "Wall time of one batch's ensemble inference, from its start to the blended scores "
+    "(the sequence store is updated meanwhile).",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
 LSTM_ROWS = Counter(

@@ -57,7 +57,7 @@ from ingest.schemas import (
     named_floats,
     raw,
 )
-from models.inference import LSTMState
+from models.inference import Inference, LSTMState
 from scoring import metrics
 from scoring.baselines import AssetBaselines
 from scoring.config import PRIORITIES, AlertConfig, rul_to_time
@@ -366,10 +366,11 @@ class Scorer:
             return risk, rul
         predictor = self.predictor
         x, fslots = rows.x[fresh], slots[fresh]
+        began = time.perf_counter()
+        inference = predictor.begin(x)  # the forest runs while the histories are updated
         seqs = self.store.append(fslots, x, rows.ts[fresh])
         self.baselines.add(fslots, x)
-        began = time.perf_counter()
-        fresh_risk, fresh_rul = self._predict(x, fslots, seqs)
+        fresh_risk, fresh_rul = self._predict(inference, fslots, seqs)
         metrics.INFERENCE_SECONDS.observe(time.perf_counter() - began)
         metrics.BATCH_SIZE.observe(len(fresh))
         risk[fresh], rul[fresh] = fresh_risk, fresh_rul
@@ -400,17 +401,16 @@ class Scorer:
             metrics.observe_many(metrics.LATENCY, time.time() - happened)
         return risk, rul
 
-    def _predict(self, x: np.ndarray, slots: np.ndarray, seqs: Sequences) -> tuple[np.ndarray, np.ndarray]:
-        """Risk and RUL of rows ``x`` (stream order). A row whose history's LSTM state the store
-        remembers takes one LSTM step from it; the first row on any other history runs its whole
-        sequence, and its state serves the rows after it on that history, then the next batches.
+    def _predict(self, run: Inference, slots: np.ndarray, seqs: Sequences) -> tuple[np.ndarray, np.ndarray]:
+        """Risk and RUL of the rows of ``run`` (stream order). A row whose history's LSTM state
+        the store remembers takes one LSTM step from it; the first row on any other history runs its
+        whole sequence, and its state serves the rows after it on that history, then the next batches.
 
         Live readings faster than the model's training cadence mostly take the step (1 Hz readings,
         a model trained on 5-minute logs: 299 of 300). The scores are the same bits either way."""
-        store, predictor = self.store, self.predictor
+        store = self.store
         n, prefix = len(slots), seqs.prefix
-        risk, rul = np.empty(n), np.empty(n)
-        h = np.empty((n, predictor.state_size), dtype=np.float32)
+        h = np.empty((n, self.predictor.state_size), dtype=np.float32)
         c = np.empty_like(h)
         known = store.known(slots, prefix)
         h[known], c[known] = store.state(slots[known])
@@ -426,17 +426,15 @@ class Scorer:
         metrics.LSTM_ROWS.labels("sequence").inc(len(lead))
         metrics.LSTM_ROWS.labels("step").inc(n - len(lead))
         if len(lead):
-            full = predictor.predict(x[lead], seqs.take(lead))
-            risk[lead], rul[lead] = full.risk, full.rul
-            h[lead], c[lead] = full.state.h, full.state.c
-            store.remember(slots[lead], prefix[lead], full.state.h, full.state.c)
+            state = run.sequences(lead, seqs.take(lead))
+            h[lead], c[lead] = state.h, state.c
+            store.remember(slots[lead], prefix[lead], state.h, state.c)
         follow = new[~first]
         h[follow], c[follow] = h[leader[~first]], c[leader[~first]]
         step = np.sort(np.r_[np.flatnonzero(known), follow])
         if len(step):
-            one = predictor.predict_step(x[step], LSTMState(h[step], c[step]))
-            risk[step], rul[step] = one.risk, one.rul
-        return risk, rul
+            run.steps(step, LSTMState(h[step], c[step]))
+        return run.result()
 
     def _due(self, slots: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """Rows whose asset has not published a score within ``score_interval`` of event time."""

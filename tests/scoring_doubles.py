@@ -10,7 +10,6 @@ row scored from a wrong remembered state gets a wrong RUL. The real-model tests 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,13 +19,6 @@ from models.inference import LSTMState
 from scoring.worker import Scorer, ScorerConfig
 
 NAMES = ("a", "b", "c")
-
-
-@dataclass(frozen=True)
-class Prediction:
-    risk: np.ndarray
-    rul: np.ndarray
-    state: LSTMState | None = None
 
 
 class DoublePredictor:
@@ -39,21 +31,9 @@ class DoublePredictor:
         self.calls: list[int] = []
         self.steps: list[int] = []
 
-    def predict(self, last: np.ndarray, seq: np.ndarray):
-        assert last.shape[1:] == (3,) and seq.shape == (len(last), self.seq_len, 3)
-        self.calls.append(len(last))
-        state = LSTMState(seq[:, :-1, 1].copy(), np.zeros((len(last), self.state_size), np.float32))
-        return self._scores(last, seq[:, :, 1], state)
-
-    def predict_step(self, last: np.ndarray, state: LSTMState):
-        assert last.shape[1:] == (3,) and state.h.shape == (len(last), self.state_size)
-        self.steps.append(len(last))
-        return self._scores(last, np.concatenate([state.h, last[:, 1:2]], axis=1))
-
-    @staticmethod
-    def _scores(last: np.ndarray, b: np.ndarray, state: LSTMState | None = None) -> Prediction:
-        last, b = np.nan_to_num(last), np.nan_to_num(b)  # the real one fills NaN with training medians
-        return Prediction(np.clip(last[:, 0], 0, 1).astype(np.float64), 100.0 * b.mean(axis=1), state)
+    def begin(self, last: np.ndarray) -> DoubleInference:
+        assert last.shape[1:] == (3,)
+        return DoubleInference(self, np.nan_to_num(last))  # the real one fills NaN with training medians
 
     def drivers(self, last: np.ndarray, k: int = 3, baseline: np.ndarray | None = None) -> list[list[Driver]]:
         """Deviation from the asset's baseline (0 where none is given), largest first."""
@@ -68,6 +48,33 @@ class DoublePredictor:
             ]
             for x, b, d, idx in zip(last, base, dev, top.tolist(), strict=True)
         ]
+
+
+class DoubleInference:
+    """:class:`models.inference.Inference` of the double: every row must get its b's exactly once."""
+
+    def __init__(self, predictor: DoublePredictor, last: np.ndarray) -> None:
+        self.predictor, self.last = predictor, last
+        self.rul = np.full(len(last), np.nan)
+
+    def sequences(self, rows: np.ndarray, seq: np.ndarray) -> LSTMState:
+        assert seq.shape == (len(rows), self.predictor.seq_len, 3)
+        self.predictor.calls.append(len(rows))
+        self._rul(rows, seq[:, :, 1])
+        return LSTMState(seq[:, :-1, 1].copy(), np.zeros((len(rows), self.predictor.state_size), np.float32))
+
+    def steps(self, rows: np.ndarray, state: LSTMState) -> None:
+        assert state.h.shape == (len(rows), self.predictor.state_size)
+        self.predictor.steps.append(len(rows))
+        self._rul(rows, np.concatenate([state.h, self.last[rows, 1:2]], axis=1))
+
+    def _rul(self, rows: np.ndarray, b: np.ndarray) -> None:
+        assert np.isnan(self.rul[rows]).all(), "a row scored twice"
+        self.rul[rows] = 100.0 * np.nan_to_num(b).mean(axis=1)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        assert not np.isnan(self.rul).any(), "a row without its sequence"
+        return np.clip(self.last[:, 0], 0, 1).astype(np.float64), self.rul
 
 
 class DoubleRegistry:

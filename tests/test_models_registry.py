@@ -134,6 +134,29 @@ def test_one_lstm_step_from_a_remembered_state_scores_the_same_bits_as_the_whole
         pred.predict_step(last[:3], full.state)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_batch_begun_then_split_between_sequences_and_steps_scores_the_same_bits(trained, threads) -> None:
+    """What the scorer does with a batch: the forest starts on every row (Predictor.begin), then
+    some rows run their whole sequence and the others one step from a known state."""
+    ds, result = trained
+    pred = Predictor(result.bundle, threads=threads)
+    last, seq = _inputs(ds, 600, pred.seq_len)
+    full = pred.predict(last, seq)
+    assert full.state is not None
+    rows = np.random.default_rng(3).permutation(600)
+    lead, step = np.sort(rows[:250]), np.sort(rows[250:])
+    run = pred.begin(last)
+    state = run.sequences(lead, seq[lead])
+    run.steps(step, LSTMState(full.state.h[step], full.state.c[step]))
+    risk, rul = run.result()
+    assert np.array_equal(risk, full.risk) and np.array_equal(rul, full.rul)
+    assert np.array_equal(state.h, full.state.h[lead]) and np.array_equal(state.c, full.state.c[lead])
+    unfinished = pred.begin(last)
+    unfinished.sequences(lead, seq[lead])
+    with pytest.raises(ValueError, match="350 of 600 rows have had no LSTM"):
+        unfinished.result()
+
+
 def test_risk_rises_towards_failure(trained) -> None:
     ds, result = trained
     pred = Predictor(result.bundle)
