@@ -26,7 +26,7 @@ state (:meth:`remember`), so the next rows on that history need one LSTM step, n
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -47,14 +47,22 @@ _SLOT_START = {
 }
 
 
-class Sequences(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Sequences:
     """What :meth:`SequenceStore.append` returns for ``n`` rows. Each row's sequence is gathered only
-    when asked (:meth:`take`): a scorer stepping from remembered states needs few of them."""
+    when asked (:meth:`take`): a scorer stepping from remembered states needs few of them.
 
+    Row i's sequence is its asset's last ``T - 1`` kept vectors before it, then the row itself:
+    ``vectors[kept[before[i] - T + 1 : before[i]]]`` (indices below ``first[i]``, its asset's first
+    kept entry, clamped to it: a short history is left-padded with its first vector), then
+    ``vectors[at[i]]``. A row with no kept vector before it pads itself."""
+
+    seq_len: int  # T
     vectors: np.ndarray  # (m, f) float32
-    # (n, T) int64: row i's sequence is vectors[window[i]], its asset's last T - 1 kept vectors, then
-    # the row itself.
-    window: np.ndarray
+    kept: np.ndarray  # (k,) positions in ``vectors`` of the kept entries, in order
+    before: np.ndarray  # (n,) kept entries before each row
+    first: np.ndarray  # (n,) the index in ``kept`` of each row's asset's first kept entry
+    at: np.ndarray  # (n,) the position of each row's own vector
     # (n,) int64: the history key of each sequence's first T - 1 vectors. A row with no kept vector
     # before it pads itself: T - 1 copies of itself, which are exactly the prefix of the history its
     # own vector opens (a short history is left-padded with its first vector), so that history's
@@ -65,11 +73,21 @@ class Sequences(NamedTuple):
     def of(cls, seq: np.ndarray, prefix: np.ndarray) -> Sequences:
         """Sequences already gathered, ``seq`` (n, T, f)."""
         n, t_len, f = seq.shape
-        return cls(seq.reshape(n * t_len, f), np.arange(n * t_len).reshape(n, t_len), prefix)
+        starts = np.arange(n) * t_len
+        last = starts + t_len - 1
+        return cls(t_len, seq.reshape(n * t_len, f), np.arange(n * t_len), last, starts, last, prefix)
 
     def take(self, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
         """The sequences of ``rows`` (all by default), (len(rows), T, f)."""
-        return self.vectors[self.window[rows]]
+        before, first, at = self.before[rows], self.first[rows], self.at[rows]
+        t_len = self.seq_len
+        lags = before[:, None] - (t_len - 1) + np.arange(t_len - 1)
+        window = np.empty((len(at), t_len), dtype=np.int64)
+        window[:, :-1] = self.kept[np.minimum(np.maximum(lags, first[:, None]), len(self.kept) - 1)]
+        window[:, -1] = at
+        alone = before == first  # no kept entry of its asset before it: the row pads itself
+        window[alone, :-1] = at[alone, None]
+        return self.vectors[window]
 
 
 class SequenceStore:
@@ -201,21 +219,14 @@ class SequenceStore:
         # Each new row: the T - 1 kept entries before it, then itself; clamped to its asset's first.
         before = np.searchsorted(kept_pos, new_pos)  # kept entries before the row
         seg_first = np.searchsorted(kept_pos, seg_start)  # each segment's first kept entry
-        first_kept = seg_first[group]
-        lags = before[:, None] - (t_len - 1) + np.arange(t_len - 1)
-        window = np.empty((n, t_len), dtype=np.int64)
-        window[:, :-1] = kept_pos[np.minimum(np.maximum(lags, first_kept[:, None]), len(kept_pos) - 1)]
-        window[:, -1] = new_pos
-        none_before = before == first_kept  # no kept entry of its asset yet: the row pads itself
-        window[none_before, :-1] = new_pos[none_before, None]
-        rows_window = np.empty_like(window)
-        rows_window[order] = window
+        rows = np.empty((3, n), dtype=np.int64)  # in stream order
+        rows[:, order] = before, seg_first[group], new_pos
         # New state: each segment's last T kept entries.
         seg_end = np.searchsorted(kept_pos, seg_start + t_len + sizes)
         tail = np.maximum(seg_end[:, None] - t_len + np.arange(t_len), seg_first[:, None])
         self.buf[uniq] = combined[kept_pos[tail]]
         self.count[uniq] = np.minimum(seg_end - seg_first, t_len)
-        return Sequences(combined, rows_window, prefix)
+        return Sequences(t_len, combined, kept_pos, *rows, prefix)
 
     def _prefix(
         self, slots: np.ndarray, kept: np.ndarray, order: np.ndarray, first: np.ndarray, sizes: np.ndarray
@@ -231,7 +242,7 @@ class SequenceStore:
         key = np.where((self.count[sorted_slots] > 0) | (before > 0), version + before, opens)
         prefix = np.empty(len(slots), dtype=np.int64)
         prefix[order] = key
-        np.add.at(self.version, slots, kept)
+        self.version[sorted_slots[first]] += np.add.reduceat(kept_sorted, first)  # kept rows per asset
         return prefix
 
     def _kept(self, slots: np.ndarray, ts: np.ndarray, rounds: list[np.ndarray] | None = None) -> np.ndarray:
