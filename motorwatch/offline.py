@@ -15,6 +15,7 @@ memory as columns (about 40 bytes a score); thin a long log's output with ``scor
 from __future__ import annotations
 
 import gc
+import itertools
 import math
 import os
 from collections import Counter
@@ -35,6 +36,7 @@ from ingest.readers import BadRow
 from ingest.replay import ReplayResult, replay
 from ingest.schemas import Alert, DeadLetter, ScoreBlock, decode_many
 from motorwatch.pipeline import DEAD_LETTER_TOPICS, Pipeline, values_by_topic
+from scoring.config import PRIORITIES
 from scoring.worker import ScorerConfig
 
 COLUMNS = ("asset_id", "ts", "risk", "rul", "alert_state", "priority", "model_version")
@@ -43,6 +45,8 @@ _GROUP = "motorwatch-offline"
 # rounds spread each round's Python over more rows (bench offline: 48-50k readings/s at the live
 # sizes, 1,024 and 4,096; 56k at 8,192; 16,384 adds nothing).
 BATCH = 8192
+_PRIORITIES = ("", *PRIORITIES)  # an alert's priority in the output; empty: no active alert
+_PRIORITY = {p: i for i, p in enumerate(_PRIORITIES)}
 
 
 @dataclass
@@ -85,33 +89,39 @@ class _Outputs:
     def table(self) -> pd.DataFrame:
         """The score rows with the alert state after each, sorted by ``(ts, asset_id)``."""
         s = self.scores
+        ids = list(itertools.chain.from_iterable(b.asset_id for b in s))
+        # Each asset id as its rank among them all: sorting by the code sorts by the id.
+        names = sorted({*ids, *(a[0] for a in self.alerts)})
+        code = dict(zip(names, itertools.count()))
+        asset = np.fromiter(map(code.__getitem__, ids), np.int64, len(ids))
+        ts = np.concatenate([np.empty(0), *(b.ts for b in s)])  # typed when there are none
+        order = np.lexsort((asset, ts))
         versions, per_block = np.unique([b.model_version for b in s], return_inverse=True)
-        frame = pd.DataFrame(
-            {
-                "asset_id": pd.array(pa.array([a for b in s for a in b.asset_id], pa.string()), dtype="str"),
-                "ts": np.concatenate([np.empty(0), *(b.ts for b in s)]),  # typed when there are none
-                "risk": np.concatenate([np.empty(0), *(b.risk for b in s)]),
-                "rul": np.concatenate([np.empty(0), *(b.rul for b in s)]),
-                "model_version": _strings(np.repeat(per_block, [len(b.ts) for b in s]), versions),
-            }
-        )
-        frame = frame.sort_values(["ts", "asset_id"], kind="stable", ignore_index=True)
-        asset_id, ts, state, priority = zip(*self.alerts, strict=True) if self.alerts else ([], [], [], [])
+        frame = pd.DataFrame({"ts": ts[order], "asset": asset[order]})
+        asset_id, alert_ts, state, priority = zip(*self.alerts, strict=True) if self.alerts else ([],) * 4
         alerts = pd.DataFrame(
             {
-                "asset_id": pd.Series(asset_id, dtype=frame["asset_id"].dtype),
-                "ts": np.asarray(ts, dtype=np.float64),  # typed: a log without alerts has none
-                "state": pd.Series(state, dtype=object),
-                "priority": pd.Series(priority, dtype=object),
+                "ts": np.asarray(alert_ts, dtype=np.float64),
+                "asset": np.fromiter(map(code.__getitem__, asset_id), np.int64, len(asset_id)),
+                "active": np.isin(state, ["raised", "updated"]).astype(np.float64),
+                "priority": np.fromiter(map(_PRIORITY.__getitem__, priority), np.float64, len(priority)),
             }
         ).sort_values("ts", kind="stable")
         # An alert raised by a score carries that score's ts: the score shows it (backward, inclusive).
-        frame = pd.merge_asof(frame, alerts, on="ts", by="asset_id", direction="backward")
-        active = frame["state"].isin(["raised", "updated"]).to_numpy()
-        frame["alert_state"] = _strings(active.astype(np.int8), ["none", "active"])
-        codes, priorities = pd.factorize(frame["priority"].where(active, "").fillna(""))
-        frame["priority"] = _strings(codes, priorities)
-        return frame[list(COLUMNS)]
+        after = pd.merge_asof(frame, alerts, on="ts", by="asset", direction="backward")
+        active = (after["active"].to_numpy() == 1).astype(np.int8)
+        level = np.nan_to_num(after["priority"].to_numpy()).astype(np.int8) * active
+        return pd.DataFrame(
+            {
+                "asset_id": _strings(asset[order], names),
+                "ts": ts[order],
+                "risk": np.concatenate([np.empty(0), *(b.risk for b in s)])[order],
+                "rul": np.concatenate([np.empty(0), *(b.rul for b in s)])[order],
+                "alert_state": _strings(active, ["none", "active"]),
+                "priority": _strings(level, _PRIORITIES),
+                "model_version": _strings(np.repeat(per_block, [len(b.ts) for b in s])[order], versions),
+            }
+        )
 
 
 def _strings(codes: np.ndarray, names: Sequence[str]) -> pd.api.extensions.ExtensionArray:

@@ -23,11 +23,13 @@ from test_models_registry import TINY
 import features.worker
 import scoring.worker
 from features.spec import FeatureSpec
+from ingest.inproc import InProcessBus
 from ingest.profiles import load_profile
+from ingest.schemas import ScoreBlock
 from models.registry import Registry
 from models.training import train
 from motorwatch.cli import main
-from motorwatch.offline import COLUMNS, score_logs
+from motorwatch.offline import COLUMNS, _Outputs, score_logs
 from motorwatch.pipeline import NoModelError, Rounds
 from scoring.worker import ModelUnavailable
 
@@ -84,6 +86,31 @@ def test_every_reading_is_scored_and_each_engine_ends_with_its_rul(registry, uns
     active = scores["alert_state"] == "active"
     assert set(scores.loc[active, "priority"]) <= {"low", "medium", "high"}
     assert (scores.loc[~active, "priority"] == "").all() and set(scores["alert_state"]) <= {"active", "none"}
+
+
+def test_each_score_row_shows_its_assets_alert_after_that_score() -> None:
+    """The output's alert columns: the asset's latest alert at or before the score (an alert raised
+    by a score carries its ts), active while raised or updated, with that alert's priority."""
+    outputs = _Outputs(InProcessBus(), [])
+    rul = np.ones(3)
+    outputs.scores += [  # as the scorer hands them over: in stream order, ids sorting as text
+        ScoreBlock(["m2", "m10", "m10"], np.array([1.0, 1.0, 2.0]), np.zeros(3), rul, "h", "v0002"),
+        ScoreBlock(["m2", "m2", "m10"], np.array([2.0, 3.0, 3.0]), np.full(3, 0.5), rul, "h", "v0002"),
+    ]
+    outputs.alerts += [("m10", 2.0, "raised", "medium"), ("m2", 1.0, "raised", "low")]
+    outputs.alerts += [("m2", 2.0, "updated", "high"), ("m10", 3.0, "cleared", "medium")]
+    table = outputs.table()
+    assert tuple(table.columns) == COLUMNS
+    rows = table[["asset_id", "ts", "alert_state", "priority", "model_version"]].to_numpy().tolist()
+    assert rows == [
+        ["m10", 1.0, "none", "", "v0002"],
+        ["m2", 1.0, "active", "low", "v0002"],
+        ["m10", 2.0, "active", "medium", "v0002"],
+        ["m2", 2.0, "active", "high", "v0002"],
+        ["m10", 3.0, "none", "", "v0002"],
+        ["m2", 3.0, "active", "high", "v0002"],
+    ]
+    assert table["risk"].tolist() == [0.0, 0.0, 0.0, 0.5, 0.5, 0.5]
 
 
 def test_output_is_byte_identical_whatever_the_batch_size_and_format(registry, unseen, tmp_path) -> None:
