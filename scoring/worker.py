@@ -616,8 +616,11 @@ def _from_blocks(refs: list[FeatureRow], pos: np.ndarray, width: int) -> _Rows:
         if block.stale:
             stale[at] = True
         else:
-            values = block.values[rows]
-            x[at] = np.where(np.isfinite(values), values, np.nan)
+            values = block.values[rows]  # a copy (rows is a list)
+            finite = np.isfinite(values)
+            if not finite.all():
+                values[~finite] = np.nan
+            x[at] = values
     return _Rows(ids_of_groups(groups, lambda block: block.asset_id, n), ts, stale, x, pos)
 
 
