@@ -267,10 +267,17 @@ class SequenceStore:
         """:meth:`append` when no asset repeats in the batch (a live fleet): shift each row's window."""
         t_len = self.seq_len
         seq = np.empty((len(slots), t_len, self.n_features), dtype=np.float32)
-        seq[:, :-1] = self.buf[slots, 1:]
+        before = self.count[slots]
+        first = np.flatnonzero(before == 0)  # no history yet: the row pads itself
+        if len(first):  # a new asset's slot holds nothing to shift (and its memory is untouched)
+            rest = np.flatnonzero(before > 0)
+            seq[rest, :-1] = self.buf[slots[rest], 1:]
+            seq[first, :-1] = x[first, None, :]
+        else:
+            seq[:, :-1] = self.buf[slots, 1:]
         seq[:, -1] = x
-        count = np.minimum(self.count[slots] + 1, t_len)
-        young = np.flatnonzero(count < t_len)
+        count = np.minimum(before + 1, t_len)
+        young = np.flatnonzero((count < t_len) & (before > 0))
         if len(young):  # left-pad with the first valid vector
             idx = np.maximum(np.arange(t_len), (t_len - count[young])[:, None])
             seq[young] = seq[young[:, None], idx]
@@ -311,7 +318,9 @@ class SequenceStore:
 
     def _grow(self, needed: int) -> None:
         n = len(self.count)
-        capacity = max(needed, 2 * n)
+        # Twice what is needed: a fleet's first vectors come over several batches, and each growth
+        # copies every slot so far (untouched zero pages cost no memory until used).
+        capacity = max(2 * needed, 2 * n)
         for name, start in _SLOT_START.items():
             old = getattr(self, name)
             # Zeros come from calloc: pages the OS zeroes when first touched, not filled here.
