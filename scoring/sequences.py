@@ -167,7 +167,9 @@ class SequenceStore:
             s, t = slots[order], ts[order]
             later = np.ones(len(s), dtype=bool)
             later[1:] = (s[1:] != s[:-1]) | (t[1:] > t[:-1])
-            keep &= later[np.argsort(order)]
+            in_stream = np.empty_like(later)
+            in_stream[order] = later  # back to stream order: a scatter, not a second sort
+            keep &= in_stream
         np.maximum.at(last_ts, slots[keep], ts[keep])
         return keep
 
