@@ -356,16 +356,15 @@ class Inference:
         """Each model's own ``(p_fail, rul)`` for every row; each row must have had its LSTM."""
         n = len(self._last)
         pf, rf = self._forest()
-        if len(self._lstm) == 1 and isinstance(self._lstm[0][0], slice):
-            _, pl, rl = self._lstm[0]  # every row at once (predict, predict_step)
+        only = self._lstm[0][0] if len(self._lstm) == 1 else None
+        if isinstance(only, slice) and only == slice(None):
+            _, pl, rl = self._lstm[0]  # every row at once, in order (predict, predict_step)
         else:
             pl, rl, done = np.empty(n, np.float32), np.empty(n, np.float32), np.zeros(n, bool)
             for rows, p, r in self._lstm:
                 pl[rows], rl[rows], done[rows] = p, r, True
             if not done.all():
                 raise ValueError(f"{n - done.sum()} of {n} rows have had no LSTM (sequences or steps)")
-        if len(pl) != n:
-            raise ValueError(f"{len(pl)} LSTM outputs for {n} rows")
         return self._predictor._components(pf, rf, pl, rl)
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:

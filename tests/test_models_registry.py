@@ -151,6 +151,9 @@ def test_a_batch_begun_then_split_between_sequences_and_steps_scores_the_same_bi
     risk, rul = run.result()
     assert np.array_equal(risk, full.risk) and np.array_equal(rul, full.rul)
     assert np.array_equal(state.h, full.state.h[lead]) and np.array_equal(state.c, full.state.c[lead])
+    backwards = pred.begin(last)  # rows given as any slice land where they belong
+    backwards.sequences(slice(None, None, -1), seq[::-1])
+    assert np.array_equal(backwards.result()[0], full.risk)
     unfinished = pred.begin(last)
     unfinished.sequences(lead, seq[lead])
     with pytest.raises(ValueError, match="350 of 600 rows have had no LSTM"):
