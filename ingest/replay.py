@@ -42,14 +42,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from ingest import topics
-from ingest.bus import Producer
+from ingest.bus import Producer, partition_for
 from ingest.profiles import Profile
 from ingest.readers import DEFAULT_CHUNK_ROWS, BadRow, read_chunks, scan_times
 from ingest.schemas import ReadingBatch, encode_readings_columnar, reading_rows
@@ -85,6 +85,7 @@ def replay(
     after_send: Callable[[], None] | None = None,
     progress: bool | None = None,
     columns: bool = False,
+    shard: Shard | None = None,
 ) -> ReplayResult:
     """Publish the readings of ``paths`` to ``topic`` in event-time order; flush at the end.
 
@@ -92,7 +93,8 @@ def replay(
     ``send_batch`` of at most ``send_rows`` messages: a single-process pipeline runs its downstream
     stages there. ``progress``: a rich progress bar (default: when stdout is a terminal).
     ``columns``: send ``ReadingRow`` values instead of JSON, for a feature worker in this process
-    on the in-process bus."""
+    on the in-process bus. ``shard``: publish only that shard's assets' readings (every row is still
+    read, and a bad row skipped and reported, in every shard)."""
     factor = parse_speed(speed)
     skipped: Counter[str] = Counter()
 
@@ -112,7 +114,14 @@ def replay(
             runs.extend(
                 [chunks] if ordered else _spill_runs(chunks, spill / f"{n}.arrow", profile, chunk_rows)
             )
+        others = 0  # rows of the other shards: read, not published here
         for batch in merge_runs(runs, profile.signal_names):
+            if shard is not None:
+                n = len(batch)
+                batch = batch.take(shard.mask(batch.asset_id))
+                others += n - len(batch)
+                if not len(batch):
+                    continue
             if math.isnan(first):
                 first = float(batch.ts[0])
             last = float(batch.ts[-1])
@@ -125,10 +134,30 @@ def replay(
                     if after_send is not None:
                         after_send()
                     published += len(part)
-                bar.update(published + skipped.total())
-        bar.update(published + skipped.total())
+                bar.update(published + others + skipped.total())
+        bar.update(published + others + skipped.total())
     producer.flush()
     return ReplayResult(published, {str(k): v for k, v in skipped.items()}, first, last)
+
+
+@dataclass
+class Shard:
+    """Shard ``index`` of ``count`` of a log: the assets whose partition of ``partitions`` (as the bus
+    places their readings, :func:`~ingest.bus.partition_for`) is ``index`` modulo ``count``. A shard
+    holds whole partitions, so a feature worker sees in each partition what it would see in the
+    whole log's (the same watermark), and shards replayed apart score exactly as the whole log."""
+
+    index: int
+    count: int
+    partitions: int
+    _mine: dict[str, bool] = field(default_factory=dict, repr=False)
+
+    def mask(self, asset_ids: Sequence[str]) -> np.ndarray:
+        """Which of ``asset_ids`` are this shard's."""
+        mine = self._mine
+        for asset in set(asset_ids).difference(mine):
+            mine[asset] = partition_for(asset.encode(), self.partitions) % self.count == self.index
+        return np.fromiter(map(mine.__getitem__, asset_ids), bool, len(asset_ids))
 
 
 def merge_runs(runs: Sequence[Iterator[ReadingBatch]], signals: Sequence[str]) -> Iterator[ReadingBatch]:

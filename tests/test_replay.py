@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from ingest.bus import Bus, partition_for
 from ingest.profiles import load_profile
 from ingest.readers import read_log
-from ingest.replay import replay
+from ingest.replay import Shard, replay
 from ingest.schemas import (
     Features,
     ReadingBatch,
@@ -122,6 +122,23 @@ def test_same_logs_give_byte_identical_messages_whatever_the_chunk_and_batch_siz
     for chunk_rows, send_rows in [(1, 1), (3, 5), (7, 4096), (64, 2)]:
         producer, _ = run(logs, chunk_rows=chunk_rows, send_rows=send_rows)
         assert producer.sent == reference.sent
+
+
+def test_shards_split_the_log_by_partition_each_in_the_whole_logs_order(logs: list[Path]) -> None:
+    """A shard publishes its assets' readings (those of whole partitions), in the order the whole
+    log publishes them: the shards together are the log."""
+    whole, _ = run(logs)
+    placed = {key: partition_for(key, 4) for key, _ in whole.sent}
+    mine: set[int] = set()
+    for index in range(3):
+        shard = Shard(index, 3, 4)
+        producer, result = run(logs, chunk_rows=5, send_rows=3, shard=shard)
+        partitions = {placed[key] for key, _ in producer.sent}
+        assert partitions and all(p % 3 == index for p in partitions)
+        assert producer.sent == [m for m in whole.sent if placed[m[0]] in partitions]
+        assert result.published == len(producer.sent)
+        mine |= partitions
+    assert mine == set(placed.values())
 
 
 def test_cmapss_engines_listed_in_turn_replay_cycle_by_cycle(tmp_path: Path) -> None:
