@@ -51,6 +51,11 @@ class Registry:
             return None
         return text or None
 
+    def pinned(self, version: str) -> Registry:
+        """This registry with ``version`` as its latest, whatever is registered after: for processes
+        that must all load one model."""
+        return _Pinned(self.root, version)
+
     def path(self, version: str) -> Path:
         return self.root / version
 
@@ -104,3 +109,12 @@ class Registry:
             if version is None:
                 raise FileNotFoundError(f"model registry {self.root} is empty: run `motorwatch train` first")
         return version
+
+
+class _Pinned(Registry):
+    def __init__(self, root: Path, version: str) -> None:
+        super().__init__(root)
+        self.version = version
+
+    def latest_version(self) -> str | None:
+        return self.version

@@ -113,7 +113,7 @@ class Pipeline:
         cls,
         bus: Bus,
         profile: Profile,
-        registry: Path,
+        registry: Path | Registry,
         scorer_config: ScorerConfig | None = None,
         partitions: int = 6,
         topic_prefix: str = "",
@@ -128,9 +128,9 @@ class Pipeline:
         as columns (``FeatureBlock`` and ``ScoreBlock`` rows), not JSON, unless ``json_features`` (as
         on Kafka: the same scores, slower). ``batch``: the records each stage takes per round
         (default: each stage's own). ``split``: for :meth:`run_split` (not :meth:`pump`)."""
-        reg = Registry(registry)
+        reg = registry if isinstance(registry, Registry) else Registry(registry)
         if reg.latest_version() is None:
-            raise NoModelError(f"no model in the registry {registry}: run `motorwatch train` first")
+            raise NoModelError(f"no model in the registry {reg.root}: run `motorwatch train` first")
         p = topic_prefix
         bus.create_topics([p + t for t in topics.ALL], partitions)
         columns = isinstance(bus, InProcessBus) and not json_features
