@@ -1,4 +1,5 @@
-"""`motorwatch bench offline`: a Parquet log replayed to offline scores in one process (`replay --out`).
+"""`motorwatch bench offline`: a Parquet log replayed to offline scores (`replay --out`): one process
+per core, each scoring the assets of some partitions.
 
 The log is a simulated fleet (200 motors, one reading a minute, sensor faults on) of about ``count``
 readings. The model is the registry's latest (``MOTORWATCH_REGISTRY``); with an empty registry, a
@@ -56,6 +57,7 @@ def run(count: int, bus, console) -> list[dict]:
                 rows += rate_rows("replay -> offline scores, JSON between the stages", span, n)
             else:
                 note = f"{n:,} readings -> {result.scores:,} scores, Parquet in and out"
+                note += f", {result.processes} processes"
                 rows += rate_rows("replay -> offline scores", span, n, note, ">= 100000")
     return rows
 

@@ -1,16 +1,17 @@
 """Offline scoring of historical logs (``motorwatch replay LOG --out scores.csv``): a back-test.
 
-Replay, the feature worker and the scorer run in one process on the in-process bus (see
-:mod:`motorwatch.pipeline`). The scorer hands its scores straight to the file's columns (its
-``score_sink``: nobody else here reads them), and a reader of the alerts topic folds the alert
-states in, one row per emitted score: ``asset_id, ts, risk, rul, alert_state, priority,
-model_version``. ``alert_state`` is the asset's
-alert after that score (``active`` or ``none``), ``priority`` that alert's priority (empty when none).
+Replay, the feature worker and the scorer run together on an in-process bus (see
+:mod:`motorwatch.pipeline`), in one process per core, each taking the assets of some partitions
+(a :class:`~ingest.replay.Shard`). The scorer hands its scores straight to the file's columns (its
+``score_sink``: nobody else reads them), and a reader of the alerts topic folds the alert states
+in, one row per emitted score: ``asset_id, ts, risk, rul, alert_state, priority, model_version``.
+``alert_state`` is the asset's alert after that score (``active`` or ``none``), ``priority`` that
+alert's priority (empty when none).
 
 Rows are written sorted by ``(ts, asset_id)``: the order is a property of the log and the model
-alone, so the file is byte-identical whatever the batch sizes. That sort holds the scores in
-memory as columns (about 40 bytes a score); thin a long log's output with ``score_interval``.
-"""
+alone, so the file is byte-identical whatever the batch sizes and the number of processes. That
+sort holds the scores in memory as columns (about 40 bytes a score); thin a long log's output with
+``score_interval``."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,9 +36,11 @@ from ingest.bus import Bus
 from ingest.inproc import InProcessBus
 from ingest.profiles import Profile
 from ingest.readers import BadRow
-from ingest.replay import ReplayResult, replay
+from ingest.replay import ReplayResult, Shard, replay
 from ingest.schemas import Alert, DeadLetter, ScoreBlock, decode_many
-from motorwatch.pipeline import DEAD_LETTER_TOPICS, Pipeline, values_by_topic
+from models.registry import Registry
+from motorwatch.forked import can_fork, in_processes
+from motorwatch.pipeline import DEAD_LETTER_TOPICS, NoModelError, Pipeline, values_by_topic
 from scoring.config import PRIORITIES
 from scoring.worker import ScorerConfig
 
@@ -46,6 +50,7 @@ _GROUP = "motorwatch-offline"
 # rounds spread each round's Python over more rows (bench offline: 48-50k readings/s at the live
 # sizes, 1,024 and 4,096; 56k at 8,192; 16,384 adds nothing).
 BATCH = 8192
+PARTITIONS = 6  # of each topic: a back-test's shards hold whole partitions (ingest.replay.Shard)
 _PRIORITIES = ("", *PRIORITIES)  # an alert's priority in the output; empty: no active alert
 _PRIORITY = {p: i for i, p in enumerate(_PRIORITIES)}
 
@@ -59,20 +64,27 @@ class OfflineResult:
     scores: int
     dead_letters: dict[str, int]
     alerts: int
+    processes: int
 
 
 @dataclass
-class _Outputs:
-    """The pipeline's outputs: the scorer's score blocks as it hands them over (its ``score_sink``),
-    and the alerts and dead letters read off the bus (one batch decode per poll)."""
+class _Shard:
+    """What one pipeline produced: the scorer's score blocks, the alerts ``(asset_id, ts, state,
+    priority)``, the dead letters by reason, and what its replay published and skipped."""
 
-    bus: Bus
-    scores: list[ScoreBlock]
+    scores: list[ScoreBlock] = field(default_factory=list)
     alerts: list[tuple[str, float, str, str]] = field(default_factory=list)
     dead_letters: Counter[str] = field(default_factory=Counter)
+    replay: ReplayResult | None = None
 
-    def __post_init__(self) -> None:
-        self.consumer = self.bus.consumer([topics.ALERTS, *DEAD_LETTER_TOPICS], _GROUP)
+
+class _Outputs:
+    """Reads a pipeline's alerts and dead letters off the bus into a :class:`_Shard` (one batch
+    decode per poll); the scorer hands it its score blocks directly (its ``score_sink``)."""
+
+    def __init__(self, bus: Bus, into: _Shard) -> None:
+        self.into = into
+        self.consumer = bus.consumer([topics.ALERTS, *DEAD_LETTER_TOPICS], _GROUP)
 
     def __call__(self) -> int:
         records = self.consumer.poll_batch(65_536, 0.0)
@@ -80,49 +92,49 @@ class _Outputs:
             return 0
         by_topic = values_by_topic(records)
         alerts, _ = decode_many(by_topic.get(topics.ALERTS, []), Alert)
-        self.alerts += [(a.asset_id, a.ts, a.state, a.priority) for _, a in alerts if a.kind != "flood"]
+        self.into.alerts += [(a.asset_id, a.ts, a.state, a.priority) for _, a in alerts if a.kind != "flood"]
         for topic in DEAD_LETTER_TOPICS:
             letters, _ = decode_many(by_topic.get(topic, []), DeadLetter)
-            self.dead_letters.update(str(d.reason) for _, d in letters)
+            self.into.dead_letters.update(str(d.reason) for _, d in letters)
         self.consumer.commit()
         return len(records)
 
-    def table(self) -> pd.DataFrame:
-        """The score rows with the alert state after each, sorted by ``(ts, asset_id)``."""
-        s = self.scores
-        ids = list(itertools.chain.from_iterable(b.asset_id for b in s))
-        # Each asset id as its rank among them all: sorting by the code sorts by the id.
-        names = sorted({*ids, *(a[0] for a in self.alerts)})
-        code = dict(zip(names, itertools.count()))
-        asset = np.fromiter(map(code.__getitem__, ids), np.int64, len(ids))
-        ts = np.concatenate([np.empty(0), *(b.ts for b in s)])  # typed when there are none
-        order = np.lexsort((asset, ts))
-        versions, per_block = np.unique([b.model_version for b in s], return_inverse=True)
-        frame = pd.DataFrame({"ts": ts[order], "asset": asset[order]})
-        asset_id, alert_ts, state, priority = zip(*self.alerts, strict=True) if self.alerts else ([],) * 4
-        alerts = pd.DataFrame(
-            {
-                "ts": np.asarray(alert_ts, dtype=np.float64),
-                "asset": np.fromiter(map(code.__getitem__, asset_id), np.int64, len(asset_id)),
-                "active": np.isin(state, ["raised", "updated"]).astype(np.float64),
-                "priority": np.fromiter(map(_PRIORITY.__getitem__, priority), np.float64, len(priority)),
-            }
-        ).sort_values("ts", kind="stable")
-        # An alert raised by a score carries that score's ts: the score shows it (backward, inclusive).
-        after = pd.merge_asof(frame, alerts, on="ts", by="asset", direction="backward")
-        active = (after["active"].to_numpy() == 1).astype(np.int8)
-        level = np.nan_to_num(after["priority"].to_numpy()).astype(np.int8) * active
-        return pd.DataFrame(
-            {
-                "asset_id": _strings(asset[order], names),
-                "ts": ts[order],
-                "risk": np.concatenate([np.empty(0), *(b.risk for b in s)])[order],
-                "rul": np.concatenate([np.empty(0), *(b.rul for b in s)])[order],
-                "alert_state": _strings(active, ["none", "active"]),
-                "priority": _strings(level, _PRIORITIES),
-                "model_version": _strings(np.repeat(per_block, [len(b.ts) for b in s])[order], versions),
-            }
-        )
+
+def _table(s: list[ScoreBlock], alerts: list[tuple[str, float, str, str]]) -> pd.DataFrame:
+    """The score rows with the alert state after each, sorted by ``(ts, asset_id)``."""
+    ids = list(itertools.chain.from_iterable(b.asset_id for b in s))
+    # Each asset id as its rank among them all: sorting by the code sorts by the id.
+    names = sorted({*ids, *(a[0] for a in alerts)})
+    code = dict(zip(names, itertools.count()))
+    asset = np.fromiter(map(code.__getitem__, ids), np.int64, len(ids))
+    ts = np.concatenate([np.empty(0), *(b.ts for b in s)])  # typed when there are none
+    order = np.lexsort((asset, ts))
+    versions, per_block = np.unique([b.model_version for b in s], return_inverse=True)
+    frame = pd.DataFrame({"ts": ts[order], "asset": asset[order]})
+    asset_id, alert_ts, state, priority = zip(*alerts, strict=True) if alerts else ([],) * 4
+    raised = pd.DataFrame(
+        {
+            "ts": np.asarray(alert_ts, dtype=np.float64),
+            "asset": np.fromiter(map(code.__getitem__, asset_id), np.int64, len(asset_id)),
+            "active": np.isin(state, ["raised", "updated"]).astype(np.float64),
+            "priority": np.fromiter(map(_PRIORITY.__getitem__, priority), np.float64, len(priority)),
+        }
+    ).sort_values("ts", kind="stable")  # stable: an asset's alerts at one ts stay in order
+    # An alert raised by a score carries that score's ts: the score shows it (backward, inclusive).
+    after = pd.merge_asof(frame, raised, on="ts", by="asset", direction="backward")
+    active = (after["active"].to_numpy() == 1).astype(np.int8)
+    level = np.nan_to_num(after["priority"].to_numpy()).astype(np.int8) * active
+    return pd.DataFrame(
+        {
+            "asset_id": _strings(asset[order], names),
+            "ts": ts[order],
+            "risk": np.concatenate([np.empty(0), *(b.risk for b in s)])[order],
+            "rul": np.concatenate([np.empty(0), *(b.rul for b in s)])[order],
+            "alert_state": _strings(active, ["none", "active"]),
+            "priority": _strings(level, _PRIORITIES),
+            "model_version": _strings(np.repeat(per_block, [len(b.ts) for b in s])[order], versions),
+        }
+    )
 
 
 def _strings(codes: np.ndarray, names: Sequence[str]) -> pd.api.extensions.ExtensionArray:
@@ -143,51 +155,128 @@ def score_logs(
     on_bad_row: Callable[[BadRow], None] | None = None,
     progress: bool | None = None,
     json_between_stages: bool = False,
+    workers: int | None = None,
 ) -> OfflineResult:
     """Replay ``paths`` through features and scoring with the registry's latest model at the start
     (kept to the end, so every score of a back-test comes from one model); write ``out``
     (``.csv`` or ``.parquet``). The stages hand readings and feature vectors over as columns;
-    ``json_between_stages``: as JSON, as a Kafka deployment does (same output; for comparison)."""
+    ``json_between_stages``: as JSON, as a Kafka deployment does (same output; for comparison).
+
+    ``workers``: processes, each replaying one :class:`~ingest.replay.Shard` of the log through a
+    pipeline of its own: this one, and forked ones (default: one per core where processes can be
+    forked). Every asset's scores are independent of the others', so the output is the same bytes
+    with any number. This process reports the bad rows and shows the progress."""
     if out.suffix not in (".csv", ".parquet"):
         raise ValueError(f"--out {out}: write .csv or .parquet")
+    count = _worker_count(workers)
+    threads = max(1, (os.cpu_count() or 1) // count)
+    version = Registry(registry).latest_version()
+    if version is None:
+        raise NoModelError(f"no model in the registry {registry}: run `motorwatch train` first")
+    model = Registry(registry).pinned(version)  # every shard scores with it
+
+    def shard(k: int) -> _Shard:
+        return _score_shard(
+            paths,
+            profile,
+            model,
+            Shard(k, count, PARTITIONS) if count > 1 else None,
+            fmt=fmt,
+            score_interval=score_interval,
+            send_rows=send_rows,
+            on_bad_row=on_bad_row if k == 0 else _unreported,  # every shard reads every row; the
+            progress=progress if k == 0 else False,  # first, in this process, reports them and its progress
+            json_between_stages=json_between_stages,
+            inference_threads=threads,
+        )
+
+    parts = [shard(0)] if count == 1 else in_processes(count, shard)
+    alerts = [a for p in parts for a in p.alerts]
+    table = _table([b for p in parts for b in p.scores], alerts)
+    _write(table, out)
+    dead_letters = dict(sum((p.dead_letters for p in parts), Counter()))
+    return OfflineResult(_merged([p.replay for p in parts]), len(table), dead_letters, len(alerts), count)
+
+
+def _score_shard(
+    paths: Sequence[Path],
+    profile: Profile,
+    registry: Registry,
+    shard: Shard | None,
+    *,
+    inference_threads: int,
+    json_between_stages: bool,
+    score_interval: float,
+    **replay_options: Any,
+) -> _Shard:
+    """One pipeline on an in-process bus, fed the readings of ``shard`` (all: None) of ``paths``."""
     with _quiet_collector():
         bus = InProcessBus()
         try:
-            # No live clock; inference on every core (a batch split across threads scores exactly as one);
-            # one model for the whole log: a version registered meanwhile is not picked up.
-            scores: list[ScoreBlock] = []
+            # No live clock; one model for the whole log (``registry`` pinned to it).
+            into = _Shard()
             scorer = ScorerConfig(
                 score_interval=score_interval,
                 measure_latency=False,
-                inference_threads=os.cpu_count() or 1,
+                inference_threads=inference_threads,
                 reload_interval_s=math.inf,
-                score_sink=scores.append,
+                score_sink=into.scores.append,
             )
             pipeline = Pipeline.build(
-                bus, profile, registry, scorer, json_features=json_between_stages, batch=BATCH, split=True
+                bus,
+                profile,
+                registry,
+                scorer,
+                partitions=PARTITIONS,
+                json_features=json_between_stages,
+                batch=BATCH,
+                split=True,
             )
-            outputs = _Outputs(bus, scores)
+            outputs = _Outputs(bus, into)
             producer = bus.producer()
-            result = pipeline.run_split(
+            into.replay = pipeline.run_split(
                 lambda pump: replay(
                     paths,
                     profile,
                     producer,
-                    fmt=fmt,
-                    on_bad_row=on_bad_row,
                     after_send=pump,
-                    progress=progress,
-                    send_rows=send_rows,
                     columns=not json_between_stages,
+                    shard=shard,
+                    **replay_options,
                 ),
                 outputs,
             )
             pipeline.close()
         finally:
             bus.close()
-        table = outputs.table()
-    _write(table, out)
-    return OfflineResult(result, len(table), dict(outputs.dead_letters), len(outputs.alerts))
+    return into
+
+
+def _worker_count(workers: int | None) -> int:
+    """``workers``, or one per core where a process can be forked (a forked shard starts at once,
+    with the libraries already loaded); 1 where it cannot."""
+    if workers is not None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers}")
+        if workers > 1 and not can_fork():
+            raise ValueError(f"{workers} workers: this platform cannot fork processes; use 1")
+        return workers
+    return (os.cpu_count() or 1) if can_fork() else 1
+
+
+def _merged(results: list[ReplayResult]) -> ReplayResult:
+    """The replays of a log's shards as one: each published its own assets' readings; each read and
+    skipped every bad row, so the first's count stands for all."""
+    return ReplayResult(
+        sum(r.published for r in results),
+        results[0].skipped,
+        min((r.first_ts for r in results if not math.isnan(r.first_ts)), default=math.nan),
+        max((r.last_ts for r in results if not math.isnan(r.last_ts)), default=math.nan),
+    )
+
+
+def _unreported(row: BadRow) -> None:
+    """A bad row seen by a shard other than the first, which reports it."""
 
 
 @contextmanager

@@ -7,10 +7,13 @@ failure as in the NASA test protocol, are replayed through features and scoring 
 from __future__ import annotations
 
 import gc
+import multiprocessing
 import shutil
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +26,12 @@ from test_models_registry import TINY
 import features.worker
 import scoring.worker
 from features.spec import FeatureSpec
-from ingest.inproc import InProcessBus
 from ingest.profiles import load_profile
 from ingest.schemas import ScoreBlock
 from models.registry import Registry
 from models.training import train
 from motorwatch.cli import main
-from motorwatch.offline import COLUMNS, _Outputs, score_logs
+from motorwatch.offline import COLUMNS, _table, score_logs
 from motorwatch.pipeline import NoModelError, Rounds
 from scoring.worker import ModelUnavailable
 
@@ -91,15 +93,14 @@ def test_every_reading_is_scored_and_each_engine_ends_with_its_rul(registry, uns
 def test_each_score_row_shows_its_assets_alert_after_that_score() -> None:
     """The output's alert columns: the asset's latest alert at or before the score (an alert raised
     by a score carries its ts), active while raised or updated, with that alert's priority."""
-    outputs = _Outputs(InProcessBus(), [])
     rul = np.ones(3)
-    outputs.scores += [  # as the scorer hands them over: in stream order, ids sorting as text
+    scores = [  # as the scorer hands them over: in stream order, ids sorting as text
         ScoreBlock(["m2", "m10", "m10"], np.array([1.0, 1.0, 2.0]), np.zeros(3), rul, "h", "v0002"),
         ScoreBlock(["m2", "m2", "m10"], np.array([2.0, 3.0, 3.0]), np.full(3, 0.5), rul, "h", "v0002"),
     ]
-    outputs.alerts += [("m10", 2.0, "raised", "medium"), ("m2", 1.0, "raised", "low")]
-    outputs.alerts += [("m2", 2.0, "updated", "high"), ("m10", 3.0, "cleared", "medium")]
-    table = outputs.table()
+    alerts = [("m10", 2.0, "raised", "medium"), ("m2", 1.0, "raised", "low")]
+    alerts += [("m2", 2.0, "updated", "high"), ("m10", 3.0, "cleared", "medium")]
+    table = _table(scores, alerts)
     assert tuple(table.columns) == COLUMNS
     rows = table[["asset_id", "ts", "alert_state", "priority", "model_version"]].to_numpy().tolist()
     assert rows == [
@@ -144,11 +145,13 @@ def test_cli_reports_bad_rows_by_line_and_scores_the_rest(registry, unseen, tmp_
     bad.write_text("\n".join(lines) + "\n")
     out = tmp_path / "scores.csv"
     args = ["replay", str(bad), "--format", "cmapss", "--profile", "cmapss", "--out", str(out)]
-    result = CliRunner().invoke(main, [*args, "--registry", str(registry)])
-    assert result.exit_code == 0, result.output
-    assert f"{bad}:11" in result.output
-    assert f"scored {len(frame)} readings into {len(frame)} scores" in result.output
-    assert len(pd.read_csv(out)) == len(frame)
+    for workers in ("1", "3"):  # every process reads every row; one reports it
+        result = CliRunner().invoke(main, [*args, "--registry", str(registry), "--workers", workers])
+        assert result.exit_code == 0, result.output
+        assert result.output.count(f"{bad}:11") == 1
+        assert f"scored {len(frame)} readings into {len(frame)} scores" in result.output
+        assert "skipped rows: unparseable 1;" in result.output
+        assert len(pd.read_csv(out)) == len(frame)
 
 
 def test_an_empty_registry_is_a_clear_error(unseen, tmp_path) -> None:
@@ -195,6 +198,7 @@ def test_columns_handed_over_between_the_stages_score_as_json_would(
             tmp_path / f"{as_json}.csv",
             progress=False,
             json_between_stages=as_json,
+            workers=1,  # the spies count in this process
         )
         for as_json in (False, True)
     }
@@ -208,6 +212,38 @@ def test_columns_handed_over_between_the_stages_score_as_json_would(
         runs[True].alerts,
         runs[True].dead_letters,
     )
+
+
+def test_a_back_test_sharded_over_processes_writes_the_same_bytes(demo_registry, tmp_path) -> None:
+    """``workers`` processes each score the assets of some partitions: the output file and every
+    count (readings published, rows skipped, dead letters, alerts) are those of one process, on a
+    motor log with sensor faults (bad rows, stale sensors), failures and repairs."""
+    from demo_model import MOTOR
+
+    from simulator.config import FleetConfig
+    from simulator.writers import simulate_to_files
+
+    log = tmp_path / "log"
+    simulate_to_files(FleetConfig(motors=15, interval_s=60.0, mean_onset_days=1.0), 4, log, 3 * 86_400.0)
+    reported: Counter[tuple[str, int]] = Counter()
+    runs = {
+        workers: score_logs(
+            [log],
+            MOTOR,
+            demo_registry,
+            tmp_path / f"{workers}.parquet",
+            on_bad_row=lambda row: reported.update([(row.path, row.line)]),
+            workers=workers,
+        )
+        for workers in (1, 2, 3)
+    }
+    one = runs[1]
+    assert one.alerts > 0 and one.scores > 0
+    assert len(reported) == sum(one.replay.skipped.values()) > 0
+    assert set(reported.values()) == {3}, "each bad row is reported once by each back-test"
+    for workers in (2, 3):
+        assert (tmp_path / f"{workers}.parquet").read_bytes() == (tmp_path / "1.parquet").read_bytes()
+        assert runs[workers] == replace(one, processes=workers)
 
 
 def test_a_model_of_another_feature_spec_fails_the_back_test_loudly(demo_registry, unseen, tmp_path) -> None:
@@ -239,7 +275,7 @@ def test_a_model_registered_during_the_back_test_does_not_change_its_scores(
 
     rounds = _on_call(monkeypatch, features.worker.FeatureWorker, 3, register_a_new_version)
     out = tmp_path / "scores.csv"
-    score_logs([log], CMAPSS, mine, out, fmt="cmapss", send_rows=50, progress=False)
+    score_logs([log], CMAPSS, mine, out, fmt="cmapss", send_rows=50, progress=False, workers=1)
     assert Registry(mine).latest_version() == "v0002" and len(rounds) > 3
     scores = pd.read_csv(out)
     assert len(scores) == len(frame) and set(scores["model_version"]) == {"v0001"}
@@ -275,11 +311,22 @@ def _no_feature_thread_left() -> bool:
 def test_a_failure_on_the_feature_side_is_raised_by_the_back_test(
     registry, unseen, tmp_path, monkeypatch
 ) -> None:
-    """The replay and the feature worker run on a second thread: their failure is the caller's."""
+    """The replay and the feature worker run on a second thread: their failure is the caller's, in
+    one process, and from a shard's process (with that process's traceback)."""
     log, _ = unseen
     _fail_on_call(monkeypatch, features.worker.FeatureWorker, 3, OSError("disk gone"))
     with pytest.raises(OSError, match="disk gone"):
-        score_logs([log], CMAPSS, registry, tmp_path / "s.csv", fmt="cmapss", send_rows=50, progress=False)
+        score_logs([log], CMAPSS, registry, tmp_path / "s.csv", fmt="cmapss", send_rows=50, workers=1)
+    assert _no_feature_thread_left() and not (tmp_path / "s.csv").exists()
+
+    def fail_in_a_shards_process() -> None:
+        if multiprocessing.parent_process() is not None:
+            raise OSError("disk gone")
+
+    _on_call(monkeypatch, features.worker.FeatureWorker, 3, fail_in_a_shards_process)
+    with pytest.raises(OSError, match="disk gone") as raised:
+        score_logs([log], CMAPSS, registry, tmp_path / "s.csv", fmt="cmapss", send_rows=50, workers=2)
+    assert "in process motorwatch-shard-1" in str(raised.value.__cause__)
     assert _no_feature_thread_left() and not (tmp_path / "s.csv").exists()
 
 
@@ -295,9 +342,7 @@ def test_a_failure_on_the_scoring_side_stops_the_feature_side(
 
     def back_test() -> None:
         try:
-            score_logs(
-                [log], CMAPSS, registry, tmp_path / "s.csv", fmt="cmapss", send_rows=10, progress=False
-            )
+            score_logs([log], CMAPSS, registry, tmp_path / "s.csv", fmt="cmapss", send_rows=10, workers=1)
         except BaseException as exc:
             raised.append(exc)
 
@@ -323,13 +368,13 @@ def test_a_back_test_gives_the_garbage_collector_back_as_it_found_it(
         2,
         lambda: during.append((gc.get_threshold(), gc.get_freeze_count())),
     )
-    score_logs([log], CMAPSS, registry, tmp_path / "s.csv", fmt="cmapss", send_rows=50, progress=False)
+    score_logs([log], CMAPSS, registry, tmp_path / "s.csv", fmt="cmapss", send_rows=50, workers=1)
     assert during[0][0][0] > before[0][0] and during[0][1] > before[1]
     assert (gc.get_threshold(), gc.get_freeze_count()) == before
 
     _fail_on_call(monkeypatch, features.worker.FeatureWorker, 3, OSError("disk gone"))
     with pytest.raises(OSError, match="disk gone"):
-        score_logs([log], CMAPSS, registry, tmp_path / "t.csv", fmt="cmapss", send_rows=50, progress=False)
+        score_logs([log], CMAPSS, registry, tmp_path / "t.csv", fmt="cmapss", send_rows=50, workers=1)
     assert (gc.get_threshold(), gc.get_freeze_count()) == before
 
 

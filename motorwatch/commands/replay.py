@@ -45,6 +45,13 @@ def _speed(ctx: click.Context, param: click.Parameter, value: str) -> str:
     help="Back-test: replay, features and scoring in this process; one row per score to this "
     ".csv/.parquet file (asset_id, ts, risk, rul, alert_state, priority, model_version).",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Back-test: processes to score in, each taking the assets of some partitions "
+    "(default: one per core). The output is the same with any number.",
+)
 @registry_option
 @bus_options
 def cli(
@@ -53,6 +60,7 @@ def cli(
     profile: str,
     speed: str,
     out: Path | None,
+    workers: int | None,
     registry: Path,
     bus: BusConfig,
 ) -> None:
@@ -77,7 +85,9 @@ def cli(
             raise click.UsageError(
                 "--out scores offline on the in-process bus at max speed: drop --bus/--speed"
             )
-        _score_offline(list(logs), prof, registry, out, fmt, report)
+        _score_offline(list(logs), prof, registry, out, fmt, workers, report)
+    elif workers is not None:
+        raise click.UsageError("--workers is for a back-test (--out)")
     else:
         _publish(list(logs), prof, speed, fmt, bus, report)
     if shown > SHOW_BAD_ROWS:
@@ -88,17 +98,19 @@ def _skipped(skipped: dict[str, int]) -> str:
     return ", ".join(f"{reason} {n}" for reason, n in sorted(skipped.items())) or "none"
 
 
-def _score_offline(logs: list[Path], prof, registry: Path, out: Path, fmt: str | None, report) -> None:
+def _score_offline(
+    logs: list[Path], prof, registry: Path, out: Path, fmt: str | None, workers: int | None, report
+) -> None:
     from motorwatch.offline import score_logs
     from scoring.worker import ModelUnavailable
 
     try:
-        result = score_logs(logs, prof, registry, out, fmt=fmt, on_bad_row=report)
+        result = score_logs(logs, prof, registry, out, fmt=fmt, on_bad_row=report, workers=workers)
     except (ModelUnavailable, ValueError) as exc:  # NoModelError included
         raise click.ClickException(str(exc)) from None
     click.echo(
         f"scored {result.replay.published} readings into {result.scores} scores ({result.alerts} alert "
-        f"changes) in {out}; skipped rows: {_skipped(result.replay.skipped)}; "
+        f"changes) in {out} ({result.processes} processes); skipped rows: {_skipped(result.replay.skipped)}; "
         f"dead letters: {_skipped(result.dead_letters)}"
     )
 
