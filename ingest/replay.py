@@ -108,20 +108,25 @@ def replay(
         scans = [scan_times(p, profile, fmt, chunk_rows) for p in paths]
         bar = stack.enter_context(_Progress(sum(rows for rows, _ in scans), progress))
         spill = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="motorwatch-replay-")))
+        others = 0  # rows of the other shards: read, not published here
+
+        def mine(chunks: Iterator[ReadingBatch]) -> Iterator[ReadingBatch]:
+            """The shard's rows of each chunk, before any sort or merge."""
+            nonlocal others
+            for chunk in chunks:
+                kept = chunk.take(shard.mask(chunk.asset_id))
+                others += len(chunk) - len(kept)
+                yield kept
+
         runs: list[Iterator[ReadingBatch]] = []
         for n, (path, (_, ordered)) in enumerate(zip(paths, scans, strict=True)):
             chunks = _reporting(read_chunks(path, profile, fmt, chunk_rows), bad_row)
+            if shard is not None:
+                chunks = mine(chunks)
             runs.extend(
                 [chunks] if ordered else _spill_runs(chunks, spill / f"{n}.arrow", profile, chunk_rows)
             )
-        others = 0  # rows of the other shards: read, not published here
         for batch in merge_runs(runs, profile.signal_names):
-            if shard is not None:
-                n = len(batch)
-                batch = batch.take(shard.mask(batch.asset_id))
-                others += n - len(batch)
-                if not len(batch):
-                    continue
             if math.isnan(first):
                 first = float(batch.ts[0])
             last = float(batch.ts[-1])

@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from itertools import repeat
+from itertools import compress, repeat
 from typing import Literal, Protocol, TypeVar
 
 import msgspec
@@ -316,10 +316,13 @@ class ReadingBatch:
         """The sub-batch of the given row positions (a boolean mask or integer positions)."""
         rows = np.asarray(rows)
         if rows.dtype == bool:
+            ids = list(compress(self.asset_id, rows.tolist()))
             rows = np.flatnonzero(rows)
+        else:
+            ids = list(map(self.asset_id.__getitem__, rows.tolist()))
         return ReadingBatch(
             self.signals,
-            list(map(self.asset_id.__getitem__, rows.tolist())),
+            ids,
             self.ts[rows],
             self.values[rows],
             self.index[rows],
