@@ -302,4 +302,8 @@ def test_cli_refuses_bad_options_clearly(tmp_path: Path) -> None:
     assert no_model.exit_code == 1 and "no model in the registry" in no_model.output
     on_kafka = runner.invoke(main, ["replay", str(log), *out, "--bootstrap", "127.0.0.1:1"])
     assert on_kafka.exit_code == 2 and "in-process bus" in on_kafka.output
+    no_back_test = runner.invoke(main, ["replay", str(log), "--workers", "2"])
+    assert no_back_test.exit_code == 2 and "--workers is for a back-test" in no_back_test.output
+    none = runner.invoke(main, ["replay", str(log), *out, "--workers", "0"])
+    assert none.exit_code == 2 and "--workers" in none.output
     assert not (tmp_path / "scores.csv").exists()
