@@ -6,7 +6,8 @@ Replay, the feature worker and the scorer run together on an in-process bus (see
 ``score_sink``: nobody else reads them), and a reader of the alerts topic folds the alert states
 in, one row per emitted score: ``asset_id, ts, risk, rul, alert_state, priority, model_version``.
 ``alert_state`` is the asset's alert after that score (``active`` or ``none``), ``priority`` that
-alert's priority (empty when none).
+alert's priority (empty when none). Flood protection is off: it would hold back an asset's raise
+because of the rest of the fleet.
 
 Rows are written sorted by ``(ts, asset_id)``: the order is a property of the log and the model
 alone, so the file is byte-identical whatever the batch sizes and the number of processes. That
@@ -213,7 +214,7 @@ def _score_shard(
     with _quiet_collector():
         bus = InProcessBus()
         try:
-            # No live clock; one model for the whole log (``registry`` pinned to it).
+            # No live clock; one model for the whole log (``registry`` pinned to it); no flood protection.
             into = _Shard()
             scorer = ScorerConfig(
                 score_interval=score_interval,
@@ -221,6 +222,7 @@ def _score_shard(
                 inference_threads=inference_threads,
                 reload_interval_s=math.inf,
                 score_sink=into.scores.append,
+                flood_protection=False,  # each asset's alerts, whatever the rest of the fleet (or shard) does
             )
             pipeline = Pipeline.build(
                 bus,

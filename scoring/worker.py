@@ -28,10 +28,11 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from operator import attrgetter
 from pathlib import Path
@@ -101,6 +102,10 @@ class ScorerConfig:
     # before the batch's offsets are committed, so a batch redelivered after a crash is handed over
     # again (a back-test, which starts from the log again, never redelivers).
     score_sink: Callable[[ScoreBlock], object] | None = None
+    # Flood protection (the profile's flood_limit) holds back raises while much of the fleet raises
+    # at once: it spares the people paged. Off, every asset's alert is published as it changes,
+    # whatever the rest of the fleet does: a back-test, which reports each asset's own alerts.
+    flood_protection: bool = True
 
 
 class Scorer:
@@ -119,7 +124,10 @@ class Scorer:
         self.registry = registry
         self.config = config
         self._spec = spec
-        alert_cfg = self._alerts = AlertConfig.from_profile(profile)
+        alert_cfg = AlertConfig.from_profile(profile)
+        if not config.flood_protection:
+            alert_cfg = replace(alert_cfg, flood_limit=sys.maxsize)
+        self._alerts = alert_cfg
         self.policy = AlertPolicy(alert_cfg, profile.rul_unit)
         self.scheduler = Scheduler(alert_cfg.crew_capacity, alert_cfg.shift_length, rul_to_time(profile))
         self.live = profile.time_unit == "s" and config.measure_latency

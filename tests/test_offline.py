@@ -24,6 +24,7 @@ from datasets import CMAPSS_FD001
 from test_models_registry import TINY
 
 import features.worker
+import ingest.profiles
 import scoring.worker
 from features.spec import FeatureSpec
 from ingest.profiles import load_profile
@@ -244,6 +245,25 @@ def test_a_back_test_sharded_over_processes_writes_the_same_bytes(demo_registry,
     for workers in (2, 3):
         assert (tmp_path / f"{workers}.parquet").read_bytes() == (tmp_path / "1.parquet").read_bytes()
         assert runs[workers] == replace(one, processes=workers)
+
+
+def test_a_back_test_shows_every_assets_alerts_through_a_flood(registry, tmp_path) -> None:
+    """Flood protection holds back raises while much of the fleet raises at once; it spares the
+    people paged, and depends on the whole fleet. A back-test reports each asset's own alert states,
+    so it keeps none: with a profile where any second raise would be a flood, every engine that
+    alerts shows it, and shards (which each see part of the fleet) write the same bytes."""
+    log = _write(_engines(range(81, 87)), tmp_path / "to_failure.txt")
+    text = (Path(ingest.profiles.__file__).parent / "profiles" / "cmapss.toml").read_text()
+    floody = text.replace("flood_limit = 20", "flood_limit = 1")
+    floody = floody.replace("flood_window = 10.0", "flood_window = 1e6")
+    assert floody.count("flood") == text.count("flood") and floody != text
+    (tmp_path / "cmapss.toml").write_text(floody)
+    profile = load_profile(tmp_path / "cmapss.toml")
+    for workers in (1, 2):
+        score_logs([log], profile, registry, tmp_path / f"{workers}.csv", fmt="cmapss", workers=workers)
+    assert (tmp_path / "1.csv").read_bytes() == (tmp_path / "2.csv").read_bytes()
+    scores = pd.read_csv(tmp_path / "1.csv", keep_default_na=False)
+    assert scores.loc[scores["alert_state"] == "active", "asset_id"].nunique() > 1
 
 
 def test_a_model_of_another_feature_spec_fails_the_back_test_loudly(demo_registry, unseen, tmp_path) -> None:
