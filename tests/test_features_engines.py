@@ -120,7 +120,7 @@ def test_motor_spec_is_modest_and_names_follow_the_profile() -> None:
 
 def test_cmapss_spec_counts_cycles_and_drops_constant_sensors() -> None:
     spec = FeatureSpec.from_profile(load_profile("cmapss"))
-    assert [w.length for w in spec.windows] == [5, 10, 30]
+    assert [w.length for w in spec.windows] == [5, 10, 30, 180, 360]
     used = set(spec.used_signals)
     for constant in (
         "setting_3",
