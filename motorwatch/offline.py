@@ -69,7 +69,7 @@ class OfflineResult:
 
 
 @dataclass
-class _Shard:
+class _ShardResult:
     """What one pipeline produced: the scorer's score blocks, the alerts ``(asset_id, ts, state,
     priority)``, the dead letters by reason, and what its replay published and skipped."""
 
@@ -80,10 +80,10 @@ class _Shard:
 
 
 class _Outputs:
-    """Reads a pipeline's alerts and dead letters off the bus into a :class:`_Shard` (one batch
+    """Reads a pipeline's alerts and dead letters off the bus into a :class:`_ShardResult` (one batch
     decode per poll); the scorer hands it its score blocks directly (its ``score_sink``)."""
 
-    def __init__(self, bus: Bus, into: _Shard) -> None:
+    def __init__(self, bus: Bus, into: _ShardResult) -> None:
         self.into = into
         self.consumer = bus.consumer([topics.ALERTS, *DEAD_LETTER_TOPICS], _GROUP)
 
@@ -171,12 +171,13 @@ def score_logs(
         raise ValueError(f"--out {out}: write .csv or .parquet")
     count = _worker_count(workers)
     threads = max(1, (os.cpu_count() or 1) // count)
-    version = Registry(registry).latest_version()
+    models = Registry(registry)
+    version = models.latest_version()
     if version is None:
         raise NoModelError(f"no model in the registry {registry}: run `motorwatch train` first")
-    model = Registry(registry).pinned(version)  # every shard scores with it
+    model = models.pinned(version)  # every shard scores with it
 
-    def shard(k: int) -> _Shard:
+    def shard(k: int) -> _ShardResult:
         return _score_shard(
             paths,
             profile,
@@ -185,8 +186,9 @@ def score_logs(
             fmt=fmt,
             score_interval=score_interval,
             send_rows=send_rows,
-            on_bad_row=on_bad_row if k == 0 else _unreported,  # every shard reads every row; the
-            progress=progress if k == 0 else False,  # first, in this process, reports them and its progress
+            # Every shard reads every row: the first (this process) reports the bad ones and the progress.
+            on_bad_row=on_bad_row if k == 0 else _unreported,
+            progress=progress if k == 0 else False,
             json_between_stages=json_between_stages,
             inference_threads=threads,
         )
@@ -209,13 +211,13 @@ def _score_shard(
     json_between_stages: bool,
     score_interval: float,
     **replay_options: Any,
-) -> _Shard:
+) -> _ShardResult:
     """One pipeline on an in-process bus, fed the readings of ``shard`` (all: None) of ``paths``."""
     with _quiet_collector():
         bus = InProcessBus()
         try:
             # No live clock; one model for the whole log (``registry`` pinned to it); no flood protection.
-            into = _Shard()
+            into = _ShardResult()
             scorer = ScorerConfig(
                 score_interval=score_interval,
                 measure_latency=False,
