@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from scoring.slots import grown, room_for
+
 
 class AssetBaselines:
     """Per-slot sums of the first ``n`` vectors of each asset (slots as in :class:`SequenceStore`)."""
@@ -67,7 +69,5 @@ class AssetBaselines:
         self.sum[slots], self.defined[slots], self.taken[slots] = 0.0, 0, 0
 
     def _grow(self, needed: int) -> None:
-        extra = max(needed, 2 * len(self.taken)) - len(self.taken)
-        self.sum = np.concatenate([self.sum, np.zeros((extra, self.sum.shape[1]))])
-        self.defined = np.concatenate([self.defined, np.zeros((extra, self.defined.shape[1]), np.int64)])
-        self.taken = np.concatenate([self.taken, np.zeros(extra, np.int64)])
+        room = room_for(needed, len(self.taken))
+        self.sum, self.defined, self.taken = (grown(a, room) for a in (self.sum, self.defined, self.taken))

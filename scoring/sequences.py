@@ -1,9 +1,10 @@
 """Per-asset sequence state for the LSTM: the last ``T`` feature vectors of every asset, in one array.
 
-All assets share one ``(capacity, T, f)`` float32 array (a slot per asset, grown by doubling), so a
-batch is appended and its sequences gathered with a handful of vectorised numpy operations, even
-when one asset appears many times in a batch (a replayed log). A sequence shorter than ``T`` is
-left-padded by repeating its first vector, as the model was trained.
+All assets share one ``(capacity, T, f)`` float32 array (a slot per asset, grown as assets arrive:
+:mod:`scoring.slots`), so a batch is appended and its sequences gathered with a handful of
+vectorised numpy operations, even when one asset appears many times in a batch (a replayed log).
+A sequence shorter than ``T`` is left-padded by repeating its first vector, as the model was
+trained.
 
 >>> import numpy as np
 >>> store = SequenceStore(seq_len=3, n_features=1)
@@ -29,6 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from scoring.slots import grown, room_for
 
 _FEW_REPEATS = 4  # up to this many rows per asset, shifting windows in rounds moves less memory
 STEP_TOLERANCE = 0.1  # a vector is kept once 90 % of the step has passed: sampling jitter keeps them all
@@ -319,18 +322,9 @@ class SequenceStore:
         return self.newest[self.slots(asset_ids)]
 
     def _grow(self, needed: int) -> None:
-        n = len(self.count)
-        # Twice what is needed: a fleet's first vectors come over several batches, and each growth
-        # copies every slot so far (untouched zero pages cost no memory until used).
-        capacity = max(2 * needed, 2 * n)
+        room = room_for(needed, len(self.count))
         for name, start in _SLOT_START.items():
-            old = getattr(self, name)
-            # Zeros come from calloc: pages the OS zeroes when first touched, not filled here.
-            new = np.zeros((capacity, *old.shape[1:]), dtype=old.dtype)
-            new[:n] = old
-            if start != 0:
-                new[n:] = start
-            setattr(self, name, new)
+            setattr(self, name, grown(getattr(self, name), room, start))
 
 
 def _rounds(order: np.ndarray, rank: np.ndarray) -> list[np.ndarray]:

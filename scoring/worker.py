@@ -65,6 +65,7 @@ from scoring.config import PRIORITIES, AlertConfig, rul_to_time
 from scoring.policy import AlertPolicy, Transition
 from scoring.scheduler import PlanItem, Scheduler, write_schedule
 from scoring.sequences import Sequences, SequenceStore
+from scoring.slots import grown, room_for
 
 log = logging.getLogger(__name__)
 _TOPIC, _VALUE, _BLOCK = attrgetter("topic"), attrgetter("value"), attrgetter("block")
@@ -558,10 +559,9 @@ class Scorer:
         """Per-asset score state sized to the sequence store's slots."""
         if n <= len(self.last_risk):
             return
-        extra = max(n, 2 * len(self.last_risk)) - len(self.last_risk)
-        self.last_risk = np.r_[self.last_risk, np.zeros(extra)]
-        self.last_rul = np.r_[self.last_rul, np.zeros(extra)]
-        self.last_emit = np.r_[self.last_emit, np.full(extra, -np.inf)]
+        room = room_for(n, len(self.last_risk))
+        self.last_risk, self.last_rul = grown(self.last_risk, room), grown(self.last_rul, room)
+        self.last_emit = grown(self.last_emit, room, -np.inf)
 
     def _dead_letter(self, records: list[Record], rejects: list[Rejection]) -> None:
         if rejects:
