@@ -155,7 +155,7 @@ class Shard:
     index: int
     count: int
     partitions: int
-    _mine: dict[str, bool] = field(default_factory=dict, repr=False)
+    _mine: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)  # asset -> ours
 
     def mask(self, asset_ids: Sequence[str]) -> np.ndarray:
         """Which of ``asset_ids`` are this shard's."""

@@ -41,7 +41,7 @@ from ingest.replay import ReplayResult, Shard, replay
 from ingest.schemas import Alert, DeadLetter, ScoreBlock, decode_many
 from models.registry import Registry
 from motorwatch.forked import can_fork, in_processes
-from motorwatch.pipeline import DEAD_LETTER_TOPICS, NoModelError, Pipeline, values_by_topic
+from motorwatch.pipeline import DEAD_LETTER_TOPICS, Pipeline, latest_model, values_by_topic
 from scoring.config import PRIORITIES
 from scoring.worker import ScorerConfig
 
@@ -172,10 +172,7 @@ def score_logs(
     count = _worker_count(workers)
     threads = max(1, (os.cpu_count() or 1) // count)
     models = Registry(registry)
-    version = models.latest_version()
-    if version is None:
-        raise NoModelError(f"no model in the registry {registry}: run `motorwatch train` first")
-    model = models.pinned(version)  # every shard scores with it
+    model = models.pinned(latest_model(models))  # every shard scores with it, whatever is registered
 
     def shard(k: int) -> _ShardResult:
         return _score_shard(
@@ -222,7 +219,6 @@ def _score_shard(
                 score_interval=score_interval,
                 measure_latency=False,
                 inference_threads=inference_threads,
-                reload_interval_s=math.inf,
                 score_sink=into.scores.append,
                 flood_protection=False,  # each asset's alerts, whatever the rest of the fleet (or shard) does
             )

@@ -100,6 +100,14 @@ class NoModelError(ModelUnavailable):
     """The registry holds no model to score with (refused before any stage starts)."""
 
 
+def latest_model(registry: Registry) -> str:
+    """The registry's latest version; :class:`NoModelError` when it holds none."""
+    version = registry.latest_version()
+    if version is None:
+        raise NoModelError(f"no model in the registry {registry.root}: run `motorwatch train` first")
+    return version
+
+
 @dataclass
 class Pipeline:
     """The feature worker and the scorer on ``bus``, pumped by whoever feeds ``sensor.readings``."""
@@ -129,8 +137,7 @@ class Pipeline:
         on Kafka: the same scores, slower). ``batch``: the records each stage takes per round
         (default: each stage's own). ``split``: for :meth:`run_split` (not :meth:`pump`)."""
         reg = registry if isinstance(registry, Registry) else Registry(registry)
-        if reg.latest_version() is None:
-            raise NoModelError(f"no model in the registry {reg.root}: run `motorwatch train` first")
+        latest_model(reg)
         p = topic_prefix
         bus.create_topics([p + t for t in topics.ALL], partitions)
         columns = isinstance(bus, InProcessBus) and not json_features
